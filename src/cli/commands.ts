@@ -1,0 +1,111 @@
+import { readFileSync } from "node:fs";
+import { type Command, Option } from "commander";
+import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
+import { ARCHES, type Arch, type Matrix } from "../config/types.js";
+import { hostArch } from "../vm/accel.js";
+import { cleanStaleRuns } from "../vm/run-dirs.js";
+import { runDoctor } from "./doctor.js";
+import { buildImages, listImages, pruneImages } from "./images.js";
+import { runShell } from "./shell.js";
+
+export const VERSION: string = JSON.parse(
+  readFileSync(new URL("../../../package.json", import.meta.url), "utf8"),
+).version;
+
+interface MatrixFlags {
+  config?: string;
+  arch?: Arch;
+  machine?: string[];
+}
+
+const configOption = () =>
+  new Option("-c, --config <file>", "matrix file (default: ./kmatrix.yaml, else the embedded default)");
+const archOption = () => new Option("-a, --arch <arch>", "only this architecture").choices(ARCHES);
+const machineOption = () =>
+  new Option("-m, --machine <glob>", "only machines whose name matches (repeatable)").argParser(
+    (value: string, previous: string[] = []) => [...previous, value],
+  );
+
+async function selected(
+  flags: MatrixFlags,
+  names: string[] = [],
+): Promise<{ matrix: Matrix; machines: ReturnType<typeof selectMachines> }> {
+  const matrix = await loadMatrix({ configPath: flags.config });
+  const patterns = [...(flags.machine ?? []), ...names];
+  return {
+    matrix,
+    machines: selectMachines(matrix, { arch: flags.arch, patterns: patterns.length ? patterns : undefined }),
+  };
+}
+
+export function registerCommands(program: Command): void {
+  program.version(VERSION);
+
+  program
+    .command("machines")
+    .description("list the machines of the matrix")
+    .addOption(configOption())
+    .addOption(archOption())
+    .addOption(machineOption())
+    .option("--json", "machine-readable output")
+    .action(async (flags: MatrixFlags & { json?: boolean }) => {
+      const { machines } = await selected(flags);
+      console.log(flags.json ? JSON.stringify(machines, null, 2) : describeMachines(machines));
+    });
+
+  const images = program.command("images").description("build, list and prune the cached machine images");
+  images
+    .command("build [machines...]")
+    .description("build (or find in the cache) the images of the selected machines")
+    .addOption(configOption())
+    .addOption(archOption())
+    .addOption(machineOption())
+    .option("--refresh", "re-resolve the newest kernels from the archive now")
+    .action(async (names: string[], flags: MatrixFlags & { refresh?: boolean }) => {
+      const { matrix, machines } = await selected(flags, names);
+      await buildImages(matrix, machines, { refresh: flags.refresh });
+    });
+  images
+    .command("list")
+    .description("list cached images")
+    .option("--json", "machine-readable output")
+    .action(async (flags: { json?: boolean }) => listImages(flags));
+  images
+    .command("prune")
+    .description("remove cached images that the matrix no longer uses")
+    .addOption(configOption())
+    .option("--dry-run", "only say what would be removed")
+    .action(async (flags: { config?: string; dryRun?: boolean }) => {
+      const { matrix, machines } = await selected(flags);
+      await pruneImages(matrix, machines, flags);
+    });
+
+  program
+    .command("doctor")
+    .description("check the host: tools, disk, accelerator")
+    .action(async () => {
+      process.exitCode = (await runDoctor()) ? 0 : 1;
+    });
+
+  program
+    .command("shell <machine> [command...]")
+    .description("boot a machine, run a command (or an interactive shell), tear it down")
+    .addOption(configOption())
+    .addOption(archOption().default(hostArch() ?? "x86_64", "the host's"))
+    .action(async (name: string, command: string[], flags: { config?: string; arch: Arch }) => {
+      const { matrix, machines } = await selected({ config: flags.config, arch: flags.arch }, [name]);
+      const machine = machines[0];
+      if (!machine) throw new Error("unreachable: selectMachines never returns an empty list");
+      process.exitCode = await runShell(matrix, machine, command);
+    });
+
+  program
+    .command("clean")
+    .description("stop QEMU processes and remove scratch files left by a killed kmatrix")
+    .action(async () => {
+      const report = await cleanStaleRuns();
+      console.log(
+        `removed ${report.removedDirs.length} stale run director${report.removedDirs.length === 1 ? "y" : "ies"}, killed ${report.killedPids.length} QEMU process(es)`,
+      );
+    });
+}

@@ -1,0 +1,92 @@
+import { readdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Machine, Matrix } from "../config/types.js";
+import { cacheRoot, readManifest } from "../images/cache.js";
+import { planImage, prepareImage } from "../images/index.js";
+import { progress } from "./log.js";
+
+const KINDS = ["kernels", "boot", "rootfs"] as const;
+
+export async function buildImages(
+  matrix: Matrix,
+  machines: Machine[],
+  opts: { refresh?: boolean },
+): Promise<void> {
+  for (const machine of machines) {
+    const started = Date.now();
+    const image = await prepareImage(machine, {
+      archive: matrix.archive,
+      refresh: opts.refresh,
+      log: progress,
+    });
+    console.log(
+      `${machine.id}\t${image.kernelRelease}\t${((Date.now() - started) / 1000).toFixed(1)} s\t${image.disk}`,
+    );
+  }
+}
+
+interface CacheEntry {
+  kind: (typeof KINDS)[number];
+  dir: string;
+  manifest: Record<string, unknown> | undefined;
+}
+
+async function entries(): Promise<CacheEntry[]> {
+  const out: CacheEntry[] = [];
+  for (const kind of KINDS) {
+    const base = join(cacheRoot(), kind);
+    for (const name of await readdir(base).catch(() => [] as string[])) {
+      if (name.endsWith(".lock")) continue;
+      const dir = join(base, name);
+      out.push({ kind, dir, manifest: await readManifest<Record<string, unknown>>(dir) });
+    }
+  }
+  return out;
+}
+
+export async function listImages(flags: { json?: boolean }): Promise<void> {
+  const all = await entries();
+  if (flags.json) {
+    console.log(JSON.stringify(all, null, 2));
+    return;
+  }
+  for (const e of all) {
+    const m = e.manifest as { builtAt?: string; buildSeconds?: number } | undefined;
+    const facts = m ? `built ${m.builtAt} in ${m.buildSeconds?.toFixed(0)} s` : "incomplete";
+    console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}`);
+  }
+  if (all.length === 0) console.log(`no images in ${cacheRoot()}`);
+}
+
+/** Removes entries the selected machines do not use (resolving them needs no build) and broken leftovers. */
+export async function pruneImages(
+  matrix: Matrix,
+  machines: Machine[],
+  flags: { dryRun?: boolean },
+): Promise<void> {
+  const keep = new Set<string>();
+  for (const machine of machines) {
+    const plan = await planImage(machine, { archive: matrix.archive, log: progress });
+    for (const part of [plan.kernel, plan.boot, plan.rootfs]) keep.add(part.dir);
+  }
+  let freed = 0;
+  for (const e of await entries()) {
+    if (keep.has(e.dir) && e.manifest) continue;
+    const bytes = await du(e.dir);
+    freed += bytes;
+    console.log(
+      `${flags.dryRun ? "would remove" : "removing"} ${e.dir} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
+    );
+    if (!flags.dryRun) await rm(e.dir, { recursive: true, force: true });
+  }
+  console.log(`${flags.dryRun ? "would free" : "freed"} ${(freed / 1024 ** 2).toFixed(0)} MiB`);
+}
+
+async function du(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
+    const s = await stat(join(dir, f)).catch(() => undefined);
+    if (s?.isFile()) total += s.blocks * 512;
+  }
+  return total;
+}

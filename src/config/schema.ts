@@ -1,0 +1,68 @@
+/**
+ * Zod schema of the YAML matrix file (kmatrix.yaml). It only checks shape and syntax; defaults that
+ * depend on other fields (rootfs suite, merged vm settings) are filled in by load.ts.
+ * Objects are strict so that a typo such as `flavor:` is an error instead of being silently ignored.
+ */
+import { z } from "zod";
+import { ARCHES } from "./types.js";
+
+const SUITE_RE = /^[a-z][a-z0-9-]*$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+$/;
+const FLAVOUR_RE = /^[a-z0-9][a-z0-9-]*$/;
+
+const suite = z.string().regex(SUITE_RE, { error: "expected a suite name like bookworm ([a-z][a-z0-9-]*)" });
+const httpUrl = z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" });
+
+export const ArchSchema = z.enum(ARCHES);
+
+/** Every field optional: the same shape serves as file-wide defaults and per-machine overrides. */
+export const VmSchema = z.strictObject({
+  cpus: z.int().min(1).max(64).optional(),
+  memoryMiB: z.int().min(256).optional(),
+  accel: z.enum(["auto", "kvm", "tcg"]).optional(),
+  bootTimeoutSec: z.int().min(1).optional(),
+});
+
+// Discriminated on `source` so that e.g. `{ source: oci, image: ... }` can be added as another member.
+export const KernelSourceSchema = z.discriminatedUnion("source", [
+  z.strictObject({
+    source: z.literal("debian"),
+    suite,
+    flavour: z
+      .string()
+      .regex(FLAVOUR_RE, { error: "expected a kernel flavour like cloud ([a-z0-9][a-z0-9-]*)" })
+      .default("cloud"),
+  }),
+]);
+
+export const RootfsSourceSchema = z.discriminatedUnion("source", [
+  z.strictObject({ source: z.literal("debian"), suite }),
+]);
+
+export const MachineEntrySchema = z.strictObject({
+  name: z.string().regex(NAME_RE, { error: "expected a name of letters, digits, '.', '_' or '-'" }),
+  // A bare string is shorthand for a one-element list.
+  arch: z
+    .preprocess((v) => (typeof v === "string" ? [v] : v), z.array(ArchSchema).min(1))
+    .default([...ARCHES]),
+  kernel: KernelSourceSchema,
+  /** Omitted: a Debian rootfs of the kernel's suite (filled in by load.ts). */
+  rootfs: RootfsSourceSchema.optional(),
+  packages: z.array(z.string().regex(PACKAGE_RE, { error: "expected a Debian package name" })).default([]),
+  vm: VmSchema.optional(),
+});
+
+export const MatrixFileSchema = z.strictObject({
+  vm: VmSchema.optional(),
+  archive: z
+    .strictObject({
+      mirror: httpUrl.optional(),
+      securityMirror: httpUrl.optional(),
+    })
+    .optional(),
+  machines: z.array(MachineEntrySchema).min(1),
+});
+
+export type MatrixFile = z.infer<typeof MatrixFileSchema>;
+export type MachineEntry = z.infer<typeof MachineEntrySchema>;

@@ -1,0 +1,44 @@
+/** The resolved matrix: what every other stage consumes. The YAML schema lives in schema.ts. */
+
+export const ARCHES = ["x86_64", "aarch64"] as const;
+export type Arch = (typeof ARCHES)[number];
+
+export type Accel = "auto" | "kvm" | "tcg";
+
+export interface VmSettings {
+  cpus: number;
+  memoryMiB: number;
+  accel: Accel;
+  /** Seconds from QEMU start until the guest must be reachable over SSH. */
+  bootTimeoutSec: number;
+}
+
+/** Where a machine's kernel comes from. A discriminated union so that `oci` can join later. */
+export type KernelSource = { source: "debian"; suite: string; flavour: string };
+/** Where a machine's root filesystem comes from. */
+export type RootfsSource = { source: "debian"; suite: string };
+
+export interface ArchiveSettings {
+  mirror: string;
+  securityMirror: string;
+}
+
+/** One cell row of the matrix: a machine is identified by name + arch. */
+export interface Machine {
+  name: string;
+  arch: Arch;
+  /** `name@arch`, unique within a matrix. */
+  id: string;
+  kernel: KernelSource;
+  rootfs: RootfsSource;
+  /** Extra Debian packages on top of the base set every image gets. */
+  packages: string[];
+  vm: VmSettings;
+}
+
+export interface Matrix {
+  /** The file the matrix came from, or `<embedded default>`. */
+  origin: string;
+  archive: ArchiveSettings;
+  machines: Machine[];
+}

@@ -1,0 +1,202 @@
+import type { Arch } from "../config/types.js";
+import type { MachineImage } from "../images/index.js";
+import type { ConsoleSignal } from "../vm/console.js";
+import { type BootSpec, qemuBackend, type RunningVm, type VmBackend } from "../vm/qemu.js";
+import type { X86Machine } from "../vm/qemu-args.js";
+import { type ExecOptions, type ExecResult, GuestChannel } from "./ssh.js";
+
+/** Why a machine never became usable. Always the harness's problem, never the driver's. */
+export class BootError extends Error {
+  override name = "BootError";
+  constructor(
+    readonly kind: "panic" | "init-failed" | "exited" | "timeout" | "ssh",
+    message: string,
+    readonly consoleTail: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The machine died or hurt itself while a command ran: a kernel panic, or the VM went away. */
+export class GuestFault extends Error {
+  override name = "GuestFault";
+  constructor(
+    readonly kind: "panic" | "exited",
+    message: string,
+    readonly consoleTail: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SessionOptions {
+  machineId: string;
+  arch: Arch;
+  accel: "kvm" | "tcg";
+  cpus: number;
+  memoryMiB: number;
+  bootTimeoutSec: number;
+  image: Pick<MachineImage, "vmlinuz" | "initrd" | "disk">;
+  privateKey: string;
+  workDir: string;
+  consoleLog: string;
+  x86Machine?: X86Machine;
+  backend?: VmBackend;
+  onConsoleLine?: (line: string) => void;
+}
+
+export interface BootTimings {
+  /** From starting QEMU to the ready marker on the console. */
+  consoleReadyMs: number;
+  /** From starting QEMU to a working SSH connection. */
+  usableMs: number;
+}
+
+/** A booted machine: its VM and the SSH channel into it. Commands lose the race to a panic. */
+export class MachineSession {
+  /** Oops/BUG lines seen on the console since boot (the machine may still run). */
+  readonly oopses: string[] = [];
+  private fault: GuestFault | undefined;
+  private readonly faultWaiters: ((f: GuestFault) => void)[] = [];
+
+  private constructor(
+    readonly vm: RunningVm,
+    readonly guest: GuestChannel,
+    readonly timings: BootTimings,
+  ) {
+    vm.onSignal((s) => {
+      if (s.kind === "oops") this.oopses.push(s.line);
+      if (s.kind === "panic") void this.raise("panic", s.line);
+    });
+    void vm.exited.then((e) => this.raise("exited", `the VM exited (code ${e.code ?? e.signal})`));
+  }
+
+  static async boot(opts: SessionOptions): Promise<MachineSession> {
+    const backend = opts.backend ?? qemuBackend;
+    const spec: BootSpec = {
+      machineId: opts.machineId,
+      arch: opts.arch,
+      accel: opts.accel,
+      cpus: opts.cpus,
+      memoryMiB: opts.memoryMiB,
+      kernel: opts.image.vmlinuz,
+      initrd: opts.image.initrd,
+      baseDisk: opts.image.disk,
+      workDir: opts.workDir,
+      consoleLog: opts.consoleLog,
+      x86Machine: opts.x86Machine,
+    };
+    const started = Date.now();
+    const deadline = started + opts.bootTimeoutSec * 1000;
+    const vm = await backend.start(spec);
+    if (opts.onConsoleLine) vm.onConsoleLine(opts.onConsoleLine);
+    try {
+      await waitForReady(vm, deadline);
+      const consoleReadyMs = Date.now() - started;
+      const guest = await connectUntil(vm, opts.privateKey, deadline);
+      return new MachineSession(vm, guest, { consoleReadyMs, usableMs: Date.now() - started });
+    } catch (err) {
+      await vm.stop();
+      throw err;
+    }
+  }
+
+  /** Runs a shell command; rejects with GuestFault the moment the kernel panics or the VM dies. */
+  async run(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.guarded(this.guest.exec(command, opts));
+  }
+
+  copyIn(localPath: string, remoteDir: string): Promise<void> {
+    return this.guarded(this.guest.copyIn(localPath, remoteDir));
+  }
+
+  copyOut(remotePath: string, localDir: string): Promise<void> {
+    return this.guarded(this.guest.copyOut(remotePath, localDir));
+  }
+
+  async stop(): Promise<void> {
+    this.guest.close();
+    await this.vm.stop();
+  }
+
+  private guarded<T>(work: Promise<T>): Promise<T> {
+    if (this.fault) return Promise.reject(this.fault);
+    const faulted = new Promise<never>((_, reject) => this.faultWaiters.push(reject));
+    // A command may also fail *because* of the fault (channel closed); the fault is the story.
+    return Promise.race([work, faulted]).catch(async (err) => {
+      await sleep(50);
+      throw this.fault ?? err;
+    });
+  }
+
+  private async raise(kind: GuestFault["kind"], line: string): Promise<void> {
+    if (this.fault) return;
+    // The panic line comes first; give the trace a moment to finish printing (or QEMU to exit).
+    if (kind === "panic") await Promise.race([this.vm.exited, sleep(1500)]);
+    if (this.fault) return;
+    this.fault = new GuestFault(
+      kind,
+      kind === "panic" ? `kernel panic: ${line}` : line,
+      this.vm.consoleTail(60),
+    );
+    for (const w of this.faultWaiters.splice(0)) w(this.fault);
+  }
+}
+
+function waitForReady(vm: RunningVm, deadline: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new BootError("timeout", `not ready within the boot timeout`, vm.consoleTail())),
+      Math.max(0, deadline - Date.now()),
+    );
+    const done = (fn: () => void) => {
+      clearTimeout(timer);
+      fn();
+    };
+    vm.onSignal((s: ConsoleSignal) => {
+      if (s.kind === "ready") done(resolve);
+      else if (s.kind === "panic")
+        // Let the rest of the trace arrive before reporting it.
+        void Promise.race([vm.exited, sleep(1500)]).then(() =>
+          done(() => reject(new BootError("panic", `kernel panic during boot: ${s.line}`, vm.consoleTail()))),
+        );
+      else if (s.kind === "init-failed")
+        done(() => reject(new BootError("init-failed", `guest init failed: ${s.line}`, vm.consoleTail())));
+    });
+    void vm.exited.then((e) =>
+      done(() =>
+        reject(
+          new BootError(
+            "exited",
+            `QEMU exited during boot (code ${e.code ?? e.signal})${e.stderr.trim() ? `: ${e.stderr.trim()}` : ""}`,
+            vm.consoleTail(),
+          ),
+        ),
+      ),
+    );
+  });
+}
+
+/** sshd is listening when the marker appears, but the first handshake can still be refused by slirp. */
+async function connectUntil(vm: RunningVm, privateKey: string, deadline: number): Promise<GuestChannel> {
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      return await GuestChannel.connect({
+        port: vm.sshPort,
+        privateKey,
+        timeoutMs: Math.max(1000, Math.min(30_000, deadline - Date.now())),
+      });
+    } catch (err) {
+      lastError = err;
+      await sleep(200);
+    }
+  }
+  throw new BootError(
+    "ssh",
+    `no SSH connection before the boot timeout: ${String(lastError)}`,
+    vm.consoleTail(),
+  );
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,241 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+import type { ArchiveSettings, Machine } from "../config/types.js";
+import { ensureKeyPair } from "../guest/keys.js";
+import { buildOnce, cacheRoot, contentKey } from "./cache.js";
+import {
+  compareDebianVersions,
+  DebianArchive,
+  type DebPackage,
+  debArchOf,
+  type ResolvedKernel,
+} from "./debian-archive.js";
+import { BARE_INIT, STAGE1_INIT, STAGE2_INIT } from "./guest-init.js";
+import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
+import { extractKernel } from "./kernel.js";
+import { buildRootfs, rootfsRecipe } from "./rootfs.js";
+
+/** Bump when a builder changes in a way its recipe does not show. */
+const RECIPE_VERSION = 1;
+
+/** Everything a VM backend needs to boot a machine. */
+export interface MachineImage {
+  machineId: string;
+  kernelRelease: string;
+  kernelVersion: string;
+  vmlinuz: string;
+  initrd: string;
+  /** Busybox-only initrd that powers off once init runs (accelerator probe, benchmarks). */
+  bareInitrd: string;
+  /** Raw ext4 base image; every run boots a copy-on-write overlay of it. */
+  disk: string;
+  manifests: { kernel: KernelManifest; boot: BootManifest; rootfs: RootfsManifest };
+}
+
+interface ManifestBase {
+  key: string;
+  recipe: unknown;
+  builtAt: string;
+  buildSeconds: number;
+}
+export interface KernelManifest extends ManifestBase {
+  kind: "kernel";
+  resolved: ResolvedKernel;
+  vmlinuz: string;
+  modulesDir: string;
+}
+export interface BootManifest extends ManifestBase {
+  kind: "boot";
+  modules: string[];
+  files: Record<string, FileFacts>;
+}
+export interface RootfsManifest extends ManifestBase {
+  kind: "rootfs";
+  bytesUsed: number;
+  files: Record<string, FileFacts>;
+}
+export interface FileFacts {
+  bytes: number;
+  sha256: string;
+}
+
+export interface PrepareOptions {
+  archive: ArchiveSettings;
+  /** Re-resolve "the newest kernel" from the archive even if a recent resolution is cached. */
+  refresh?: boolean;
+  log?: (line: string) => void;
+}
+
+/** Where a machine's image parts live in the cache and the recipes that key them; cheap to compute. */
+export interface ImagePlan {
+  machine: Machine;
+  archive: DebianArchive;
+  resolved: ResolvedKernel;
+  kernel: { dir: string; key: string; recipe: object };
+  boot: { dir: string; key: string; recipe: object; busybox: DebPackage; publicKey: string };
+  rootfs: {
+    dir: string;
+    key: string;
+    recipe: ReturnType<typeof rootfsRecipe> & { v: number; kernelKey: string };
+  };
+}
+
+/** Resolves a machine to its cache entries without building anything (no rebuild is ever implied). */
+export async function planImage(machine: Machine, opts: PrepareOptions): Promise<ImagePlan> {
+  const root = cacheRoot();
+  if (machine.kernel.source !== "debian" || machine.rootfs.source !== "debian")
+    throw new Error(`${machine.id}: only Debian kernels and root filesystems are supported`);
+  const archive = new DebianArchive({
+    ...opts.archive,
+    cacheDir: root,
+    refresh: opts.refresh,
+    log: opts.log,
+  });
+  const debArch = debArchOf(machine.arch);
+  const resolved = await archive.resolveKernel(machine.kernel.suite, machine.kernel.flavour, debArch);
+
+  const kernelRecipe = {
+    v: RECIPE_VERSION,
+    packages: resolved.packages.map((p) => ({ name: p.name, version: p.version, sha256: p.sha256 })),
+  };
+  const kernelKey = contentKey(kernelRecipe);
+  const keys = await ensureKeyPair(root);
+  // The machine's own suite provides busybox; the index is already local from resolving the kernel.
+  const busybox = newest(await archive.packages(machine.rootfs.suite, debArch), "busybox-static", machine.id);
+  const bootRecipe = {
+    v: RECIPE_VERSION,
+    kernelKey,
+    busybox: busybox.sha256,
+    modules: BOOT_MODULES,
+    init: contentKey([STAGE1_INIT, STAGE2_INIT, BARE_INIT]),
+    key: keys.publicKey,
+  };
+  const bootKey = contentKey(bootRecipe);
+  const fsRecipe = {
+    v: RECIPE_VERSION,
+    kernelKey,
+    ...rootfsRecipe(resolved, machine.rootfs.suite, machine.packages),
+  };
+  const fsKey = contentKey(fsRecipe);
+  return {
+    machine,
+    archive,
+    resolved,
+    kernel: {
+      dir: join(root, "kernels", `${resolved.release}-${kernelKey}`),
+      key: kernelKey,
+      recipe: kernelRecipe,
+    },
+    boot: {
+      dir: join(root, "boot", `${resolved.release}-${bootKey}`),
+      key: bootKey,
+      recipe: bootRecipe,
+      busybox,
+      publicKey: keys.publicKey,
+    },
+    rootfs: {
+      dir: join(root, "rootfs", `${machine.rootfs.suite}-${debArch}-${fsKey}`),
+      key: fsKey,
+      recipe: fsRecipe,
+    },
+  };
+}
+
+/**
+ * Resolves a machine to its kernel, initrd and root disk, building whatever the cache lacks.
+ * Each part is keyed by the digest of its recipe, so a changed recipe rebuilds and an unchanged one
+ * is found again without any work.
+ */
+export async function prepareImage(machine: Machine, opts: PrepareOptions): Promise<MachineImage> {
+  const log = opts.log ?? (() => {});
+  const plan = await planImage(machine, opts);
+  const { archive, resolved } = plan;
+
+  const kernel = await timed(plan.kernel, log, `${machine.id}: kernel ${resolved.release}`, async (tmp) => {
+    const extracted = await extractKernel(archive, resolved, join(tmp, "tree"));
+    return {
+      kind: "kernel" as const,
+      resolved,
+      vmlinuz: extracted.vmlinuz.slice(tmp.length + 1),
+      modulesDir: extracted.modulesDir.slice(tmp.length + 1),
+    };
+  });
+  const extracted = {
+    root: join(plan.kernel.dir, "tree"),
+    vmlinuz: join(plan.kernel.dir, kernel.vmlinuz),
+    modulesDir: join(plan.kernel.dir, kernel.modulesDir),
+  };
+
+  const boot = await timed(plan.boot, log, `${machine.id}: initrd`, async (tmp) => {
+    const bbTree = join(tmp, "busybox");
+    await execa("dpkg-deb", ["-x", await archive.download(plan.boot.busybox), bbTree]);
+    const initrd = join(tmp, "initrd.img");
+    const modules = await buildInitrd(
+      {
+        arch: machine.arch,
+        modulesDir: extracted.modulesDir,
+        busybox: join(bbTree, "bin/busybox"),
+        authorizedKey: plan.boot.publicKey,
+      },
+      tmp,
+      initrd,
+    );
+    await buildBareInitrd(join(bbTree, "bin/busybox"), tmp, join(tmp, "bare.img"));
+    await rm(bbTree, { recursive: true, force: true });
+    await rm(join(tmp, "initrd-root"), { recursive: true, force: true });
+    return { kind: "boot" as const, modules, files: { "initrd.img": await fileFacts(initrd) } };
+  });
+
+  const rootfs = await timed(plan.rootfs, log, `${machine.id}: root disk`, async (tmp) => {
+    const disk = join(tmp, "disk.ext4");
+    const { bytesUsed } = await buildRootfs(plan.rootfs.recipe, extracted, opts.archive, tmp, disk, log);
+    return { kind: "rootfs" as const, bytesUsed, files: { "disk.ext4": await fileFacts(disk) } };
+  });
+
+  return {
+    machineId: machine.id,
+    kernelRelease: resolved.release,
+    kernelVersion: resolved.version,
+    vmlinuz: extracted.vmlinuz,
+    initrd: join(plan.boot.dir, "initrd.img"),
+    bareInitrd: join(plan.boot.dir, "bare.img"),
+    disk: join(plan.rootfs.dir, "disk.ext4"),
+    manifests: { kernel, boot, rootfs },
+  };
+}
+
+/** buildOnce plus the facts every manifest carries (key, recipe, when, how long). */
+async function timed<M extends object>(
+  { dir, key, recipe }: { dir: string; key: string; recipe: unknown },
+  log: (line: string) => void,
+  what: string,
+  build: (tmp: string) => Promise<M>,
+): Promise<M & ManifestBase> {
+  const { manifest } = await buildOnce(dir, async (tmp) => {
+    log(`building ${what}`);
+    const started = Date.now();
+    await mkdir(tmp, { recursive: true });
+    const body = await build(tmp);
+    const buildSeconds = (Date.now() - started) / 1000;
+    log(`built ${what} in ${buildSeconds.toFixed(1)} s`);
+    return { ...body, key, recipe, builtAt: new Date().toISOString(), buildSeconds };
+  });
+  return manifest;
+}
+
+function newest(pkgs: DebPackage[], name: string, who: string): DebPackage {
+  const found = pkgs
+    .filter((p) => p.name === name)
+    .sort((a, b) => compareDebianVersions(b.version, a.version))[0];
+  if (!found) throw new Error(`${who}: package ${name} not found in the archive`);
+  return found;
+}
+
+async function fileFacts(path: string): Promise<FileFacts> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return { bytes: (await stat(path)).size, sha256: hash.digest("hex") };
+}

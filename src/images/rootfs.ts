@@ -1,0 +1,107 @@
+import { lstat, mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+import type { ArchiveSettings } from "../config/types.js";
+import type { DebArch, ResolvedKernel } from "./debian-archive.js";
+import type { ExtractedKernel } from "./kernel.js";
+
+/**
+ * What every machine needs to build and run drivers with its own toolchain: compilers, the
+ * matching kernel headers, clang/llvm and libbpf for eBPF, kmod to load modules, sshd for us.
+ */
+export const BASE_PACKAGES = [
+  "openssh-server",
+  "iproute2",
+  "kmod",
+  "make",
+  "gcc",
+  "libc6-dev",
+  "libelf-dev",
+  "clang",
+  "llvm",
+  "libbpf-dev",
+  "bpftool",
+];
+
+/** Room for driver builds on top of what the image holds; the file is sparse, so it costs nothing. */
+const FREE_SPACE_BYTES = 4 * 1024 ** 3;
+
+export interface RootfsRecipe {
+  suite: string;
+  debArch: DebArch;
+  /** The kernel whose headers and modules the disk carries. */
+  kernelRelease: string;
+  /** Archive suites apt may use (the suite, its -updates and -security). */
+  suites: string[];
+  packages: string[];
+}
+
+export function rootfsRecipe(kernel: ResolvedKernel, suite: string, extra: string[]): RootfsRecipe {
+  const packages = [...new Set([...BASE_PACKAGES, kernel.headersPackage, ...extra])];
+  return { suite, debArch: kernel.debArch, kernelRelease: kernel.release, suites: kernel.suites, packages };
+}
+
+/**
+ * Builds an ext4 root disk without mounting anything: mmdebstrap fills a directory (foreign
+ * architectures run their maintainer scripts through qemu-user via binfmt_misc), the kernel's
+ * modules are added, and mke2fs -d turns the directory into a filesystem image.
+ */
+export async function buildRootfs(
+  recipe: RootfsRecipe,
+  kernel: ExtractedKernel,
+  archive: ArchiveSettings,
+  workDir: string,
+  outImage: string,
+  log: (line: string) => void,
+): Promise<{ bytesUsed: number; bytesImage: number }> {
+  const tree = join(workDir, "rootfs");
+  await rm(tree, { recursive: true, force: true });
+  const sources = recipe.suites.map((s) =>
+    s.endsWith("-security") ? `deb ${archive.securityMirror} ${s} main` : `deb ${archive.mirror} ${s} main`,
+  );
+  const mm = execa(
+    "mmdebstrap",
+    [
+      "--variant=minbase",
+      `--arch=${recipe.debArch}`,
+      `--include=${recipe.packages.join(",")}`,
+      // Docs and man pages are a third of the tree and nobody reads them in a test VM.
+      "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
+      "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+      recipe.suite,
+      tree,
+      ...sources,
+    ],
+    { all: true },
+  );
+  mm.all?.on("data", (chunk: Buffer) => {
+    for (const line of chunk.toString().split("\n")) if (line.trim()) log(line);
+  });
+  await mm;
+
+  // Modules (for modprobe inside the guest) and /boot (config, System.map) of the booted kernel.
+  const libIsLink = (await lstat(join(tree, "lib"))).isSymbolicLink();
+  const modulesDest = join(tree, libIsLink ? "usr/lib/modules" : "lib/modules");
+  await mkdir(modulesDest, { recursive: true });
+  await execa("cp", ["-a", kernel.modulesDir, modulesDest]);
+  await execa("cp", ["-a", join(kernel.root, "boot", "."), join(tree, "boot")]);
+  await execa("depmod", ["-b", tree, recipe.kernelRelease]);
+
+  const { stdout } = await execa("du", ["-sb", tree]);
+  const bytesUsed = Number.parseInt(stdout, 10);
+  const bytesImage = Math.ceil((bytesUsed * 1.2 + FREE_SPACE_BYTES) / 1024 ** 2) * 1024 ** 2;
+  await execa("mke2fs", [
+    "-q",
+    "-t",
+    "ext4",
+    "-L",
+    "kmatrix-root",
+    "-d",
+    tree,
+    "-F",
+    outImage,
+    `${bytesImage / 1024}k`,
+  ]);
+  await rm(tree, { recursive: true, force: true });
+  return { bytesUsed, bytesImage };
+}

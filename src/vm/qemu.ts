@@ -1,0 +1,138 @@
+import { createWriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { execa, type ResultPromise } from "execa";
+import { type ConsoleSignal, ConsoleTail, classifyConsoleLine } from "./console.js";
+import { track } from "./processes.js";
+import { type QemuLaunch, qemuArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
+
+export interface BootSpec {
+  machineId: string;
+  arch: QemuLaunch["arch"];
+  accel: "kvm" | "tcg";
+  cpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  /** The machine's base disk; the VM writes to a copy-on-write overlay of it. */
+  baseDisk: string;
+  /** Scratch directory for this VM (overlay, pid file); removed by the caller. */
+  workDir: string;
+  /** Where the whole console output goes. */
+  consoleLog: string;
+  x86Machine?: X86Machine;
+}
+
+export interface VmExit {
+  code: number | undefined;
+  signal: string | undefined;
+  stderr: string;
+}
+
+/**
+ * A started VM. The backend's whole surface: small on purpose, so that another hypervisor
+ * (Firecracker) can stand behind the same interface.
+ */
+export interface RunningVm {
+  readonly machineId: string;
+  readonly sshPort: number;
+  readonly consoleLog: string;
+  /** Console signals (ready, panic, oops, init failure) as they happen. */
+  onSignal(listener: (signal: ConsoleSignal) => void): void;
+  onConsoleLine(listener: (line: string) => void): void;
+  /** Settles when the VM process ends, for whatever reason. */
+  readonly exited: Promise<VmExit>;
+  consoleTail(lines?: number): string;
+  /** Kills the VM (there is nothing in it worth a clean shutdown) and waits for it to be gone. */
+  stop(): Promise<void>;
+}
+
+export interface VmBackend {
+  readonly name: string;
+  start(spec: BootSpec): Promise<RunningVm>;
+}
+
+export const qemuBackend: VmBackend = {
+  name: "qemu",
+  async start(spec) {
+    await mkdir(spec.workDir, { recursive: true });
+    const disk = join(spec.workDir, "disk.qcow2");
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.baseDisk, disk]);
+    const sshPort = await freeLoopbackPort();
+    const args = qemuArgs({ ...spec, disk, sshPort, pidFile: join(spec.workDir, "qemu.pid") });
+    return new QemuVm(spec, sshPort, args);
+  },
+};
+
+class QemuVm implements RunningVm {
+  readonly exited: Promise<VmExit>;
+  private readonly child: ResultPromise;
+  private readonly tail = new ConsoleTail(200);
+  private readonly signalListeners: ((s: ConsoleSignal) => void)[] = [];
+  private readonly lineListeners: ((l: string) => void)[] = [];
+  readonly machineId: string;
+  readonly consoleLog: string;
+
+  constructor(
+    spec: BootSpec,
+    readonly sshPort: number,
+    args: string[],
+  ) {
+    this.machineId = spec.machineId;
+    this.consoleLog = spec.consoleLog;
+    // setpriv --pdeathsig: the kernel kills QEMU if kmatrix itself is killed without warning.
+    this.child = execa("setpriv", ["--pdeathsig", "KILL", "--", qemuBinary(spec.arch), ...args], {
+      stdin: "ignore",
+      reject: false,
+      buffer: { stdout: false, stderr: true },
+      encoding: "utf8",
+    });
+    track(this.child);
+    const log = createWriteStream(spec.consoleLog, { flags: "a" });
+    this.child.stdout?.setEncoding("utf8");
+    this.child.stdout?.on("data", (chunk: string) => {
+      log.write(chunk);
+      for (const line of this.tail.push(chunk)) {
+        for (const l of this.lineListeners) l(line);
+        const signal = classifyConsoleLine(line);
+        if (signal) for (const l of this.signalListeners) l(signal);
+      }
+    });
+    this.exited = this.child.then((r) => {
+      log.end();
+      return { code: r.exitCode, signal: r.signal, stderr: String(r.stderr ?? "") };
+    });
+  }
+
+  onSignal(listener: (signal: ConsoleSignal) => void): void {
+    this.signalListeners.push(listener);
+  }
+
+  onConsoleLine(listener: (line: string) => void): void {
+    this.lineListeners.push(listener);
+  }
+
+  consoleTail(lines = 40): string {
+    return this.tail.tail(lines);
+  }
+
+  async stop(): Promise<void> {
+    this.child.kill("SIGKILL");
+    await this.exited;
+  }
+}
+
+/** Asks the kernel for a free port on 127.0.0.1 (forwards never listen on other addresses). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        address && typeof address === "object" ? resolve(address.port) : reject(new Error("no port")),
+      );
+    });
+  });
+}

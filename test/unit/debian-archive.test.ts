@@ -1,0 +1,297 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import {
+  compareDebianVersions,
+  DebianArchive,
+  type DebPackage,
+  debArchOf,
+  parseDepends,
+  parsePackagesIndex,
+  resolveFromIndex,
+} from "../../src/images/debian-archive.js";
+
+const FIXTURES = join(import.meta.dirname, "fixtures", "debian-archive");
+const fixture = (name: string) => readFileSync(join(FIXTURES, `${name}.Packages`), "utf8");
+const index = (suite: string, base = "http://mirror/debian") =>
+  parsePackagesIndex(fixture(suite), base, suite);
+
+describe("compareDebianVersions", () => {
+  it.each([
+    ["6.1.192-2", "6.1.176-1", 1],
+    ["1.0~rc1", "1.0", -1],
+    ["2:1.0", "1.9", 1],
+    ["1:1.0", "2:0.1", -1],
+    ["6.12.95-1~bpo12+1", "6.12.95-1", -1],
+    ["7.2.13-1", "7.2.9-1", 1],
+    ["6.12.117-1~deb12u1", "6.12.117-1", -1],
+    ["1.0", "1.0-0", 0],
+    ["0:1.0-1", "1.0-1", 0],
+    ["1.0-1", "1.0-1", 0],
+    ["1.0~~", "1.0~", -1],
+    ["1.0~", "1.0", -1],
+    ["1.0", "1.0a", -1], // end of string sorts before a letter...
+    ["1.0a", "1.0+", -1], // ...and letters before non-letters
+    ["1.0+deb12u1", "1.0", 1],
+    ["1.01", "1.1", 0], // numeric runs compare as numbers
+    ["1.10", "1.9", 1],
+    ["99999999999999999999-1", "99999999999999999998-1", 1], // beyond 2^53
+    ["1.0-1.1", "1.0-1", 1],
+  ])("%s vs %s → %i", (a, b, want) => {
+    expect(compareDebianVersions(a, b)).toBe(want);
+    expect(compareDebianVersions(b, a)).toBe(-want || 0);
+  });
+
+  it("sorts", () => {
+    const sorted = ["1.0", "1.0~rc1", "1:0.5", "1.0-1", "0.9", "1.0+b1"].sort(compareDebianVersions);
+    expect(sorted).toEqual(["0.9", "1.0~rc1", "1.0", "1.0-1", "1.0+b1", "1:0.5"]); // as dpkg orders them
+  });
+});
+
+describe("debArchOf", () => {
+  it("maps QEMU arches to Debian's", () => {
+    expect(debArchOf("x86_64")).toBe("amd64");
+    expect(debArchOf("aarch64")).toBe("arm64");
+  });
+});
+
+describe("parsePackagesIndex", () => {
+  it("keeps only the needed fields, with folded Depends and UTF-8 descriptions", () => {
+    const pkgs = index("bookworm");
+    expect(pkgs.map((p) => p.name)).toEqual([
+      "0ad",
+      "linux-image-cloud-amd64",
+      "linux-image-6.1.0-50-cloud-amd64",
+      "linux-headers-6.1.0-50-cloud-amd64",
+    ]);
+    expect(pkgs[0]).toEqual({
+      name: "0ad",
+      version: "0.0.26-3",
+      architecture: "amd64",
+      filename: "pool/main/0/0ad/0ad_0.0.26-3_amd64.deb",
+      size: 7891488,
+      sha256: "3a2118df47bf3f04285de7ccdfe8b1ab3c4d0ba2c1a1a8b3d9e4f9b0e2a4c6d1",
+      depends: "0ad-data (>= 0.0.26), 0ad-data (<= 0.0.26-3), libc6 (>= 2.34), libstdc++6 (>= 12)",
+      baseUrl: "http://mirror/debian",
+      suite: "bookworm",
+    });
+    expect(pkgs[3]?.depends).toContain("linux-kbuild-6.1");
+  });
+
+  it("gives the same result for bytes, chunks cut at paragraph boundaries, and CRLF-free trailing text", () => {
+    const text = fixture("sid");
+    const whole = parsePackagesIndex(text, "b", "sid");
+    expect(whole).toHaveLength(7);
+    expect(parsePackagesIndex(Buffer.from(text), "b", "sid")).toEqual(whole);
+    const paragraphs = text.split("\n\n");
+    const chunked = paragraphs.flatMap((para) => parsePackagesIndex(`${para}\n`, "b", "sid"));
+    expect(chunked).toEqual(whole);
+    expect(parsePackagesIndex("", "b", "sid")).toEqual([]);
+  });
+});
+
+describe("parseDepends", () => {
+  it("splits groups and alternatives and keeps exact pins only", () => {
+    expect(parseDepends("a (>= 1) | b:any, c (= 2:1.0-1),d")).toEqual([
+      [{ name: "a" }, { name: "b" }],
+      [{ name: "c", exact: "2:1.0-1" }],
+      [{ name: "d" }],
+    ]);
+    expect(parseDepends("")).toEqual([]);
+  });
+});
+
+describe("resolveFromIndex", () => {
+  const now = new Date("2026-01-02T03:04:05Z");
+
+  it("takes the newest same-series metapackage from -security and ignores other kernel series", () => {
+    const pkgs = [...index("bookworm"), ...index("bookworm-security", "http://mirror/debian-security")];
+    const r = resolveFromIndex(pkgs, "bookworm", "cloud", "amd64", now);
+    expect(r).toMatchObject({
+      suite: "bookworm",
+      flavour: "cloud",
+      debArch: "amd64",
+      release: "6.1.0-56-cloud-amd64", // not the higher 6.12.117+deb12 also in bookworm-security
+      version: "6.1.192-2",
+      imagePackage: "linux-image-6.1.0-56-cloud-amd64",
+      headersPackage: "linux-headers-6.1.0-56-cloud-amd64",
+      suites: ["bookworm", "bookworm-security"],
+      resolvedAt: "2026-01-02T03:04:05.000Z",
+    });
+    expect(r.packages.map((p) => [p.name, p.suite, p.baseUrl])).toEqual([
+      ["linux-image-6.1.0-56-cloud-amd64", "bookworm-security", "http://mirror/debian-security"],
+    ]);
+  });
+
+  it("uses the suite's own kernel when there is no newer one", () => {
+    const r = resolveFromIndex(index("bookworm"), "bookworm", "cloud", "amd64");
+    expect(r.release).toBe("6.1.0-50-cloud-amd64");
+    expect(r.packages.map((p) => p.filename)).toEqual([
+      "pool/main/l/linux-signed-amd64/linux-image-6.1.0-50-cloud-amd64_6.1.170-1_amd64.deb",
+    ]);
+  });
+
+  it("collects sid's split packages (binary, modules, base) and skips alternatives and the meta's deps", () => {
+    const r = resolveFromIndex(index("sid"), "sid", "cloud", "amd64");
+    expect(r.release).toBe("7.2.13+deb14-cloud-amd64"); // 7.2.13-1 > 7.2.9-1
+    expect(r.version).toBe("7.2.13-1");
+    expect(r.imagePackage).toBe("linux-image-7.2.13+deb14-cloud-amd64");
+    expect(r.packages.map((p) => p.name)).toEqual([
+      "linux-image-7.2.13+deb14-cloud-amd64",
+      "linux-base-7.2.13+deb14-cloud-amd64",
+      "linux-binary-7.2.13+deb14-cloud-amd64",
+      "linux-modules-7.2.13+deb14-cloud-amd64",
+    ]);
+  });
+
+  it("names suite, arch, package and searched suites when the metapackage is missing", () => {
+    const pkgs = [...index("bookworm"), ...index("bookworm-security")];
+    expect(() => resolveFromIndex(pkgs, "bookworm", "rt", "arm64")).toThrow(
+      "debian bookworm arm64: no package linux-image-rt-arm64 in bookworm, bookworm-security",
+    );
+  });
+
+  it("fails when a pinned same-release dependency is missing", () => {
+    const pkgs = index("sid").filter((p) => !p.name.startsWith("linux-modules-"));
+    expect(() => resolveFromIndex(pkgs, "sid", "cloud", "amd64")).toThrow(
+      /debian sid amd64: no package linux-modules-7\.2\.13\+deb14-cloud-amd64 \(= 7\.2\.13-1\) in sid \(needed by linux-image-7\.2\.13\+deb14-cloud-amd64\)/,
+    );
+  });
+
+  it("treats an empty flavour as Debian's generic kernel", () => {
+    const pkgs: DebPackage[] = parsePackagesIndex(
+      [
+        "Package: linux-image-arm64\nVersion: 6.1.192-2\nDepends: linux-image-6.1.0-56-arm64 (= 6.1.192-2)\nFilename: a.deb\n",
+        "Package: linux-image-6.1.0-56-arm64\nVersion: 6.1.192-2\nFilename: b.deb\n",
+      ].join("\n"),
+      "b",
+      "bookworm",
+    );
+    expect(resolveFromIndex(pkgs, "bookworm", "", "arm64").release).toBe("6.1.0-56-arm64");
+  });
+});
+
+describe("DebianArchive (against a local HTTP server)", () => {
+  let server: Server;
+  let base: string;
+  let cacheDir: string;
+  const requests: string[] = [];
+  const files = new Map<string, Buffer>();
+  const deb = Buffer.from("!<arch>\nnot really a deb\n");
+
+  beforeAll(async () => {
+    const xz = async (name: string) =>
+      (await execa("xz", ["-c"], { input: fixture(name), encoding: "buffer" })).stdout as Uint8Array;
+    files.set("/debian/dists/bookworm/main/binary-amd64/Packages.xz", Buffer.from(await xz("bookworm")));
+    files.set(
+      "/debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz",
+      Buffer.from(await xz("bookworm-security")),
+    );
+    files.set("/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz", Buffer.from("not xz at all"));
+    files.set("/debian/pool/main/t/test/test_1.0-1_amd64.deb", deb);
+    server = createServer((req, res) => {
+      requests.push(req.url ?? "");
+      const body = files.get(req.url ?? "");
+      res.writeHead(body ? 200 : 404).end(body);
+    });
+    await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((ok) => server.close(() => ok())));
+  beforeEach(async () => {
+    cacheDir = await mkdtemp(join(tmpdir(), "kmatrix-archive-"));
+    requests.length = 0;
+    // bookworm-updates is served broken only where a test asks for it
+    files.delete("/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz");
+    return () => rm(cacheDir, { recursive: true, force: true });
+  });
+  const archive = (extra: Partial<ConstructorParameters<typeof DebianArchive>[0]> = {}) =>
+    new DebianArchive({
+      mirror: `${base}/debian/`,
+      securityMirror: `${base}/debian-security`,
+      cacheDir,
+      ...extra,
+    });
+
+  it("resolves from suite + -security, treats a 404 index as absent, and caches without network", async () => {
+    const r = await archive().resolveKernel("bookworm", "cloud", "amd64");
+    expect(r.release).toBe("6.1.0-56-cloud-amd64");
+    expect(r.suites).toEqual(["bookworm", "bookworm-security"]);
+    expect(r.packages[0]?.baseUrl).toBe(`${base}/debian-security`);
+    expect(requests).toHaveLength(3);
+
+    requests.length = 0;
+    expect(await archive().resolveKernel("bookworm", "cloud", "amd64")).toEqual(r);
+    expect(await archive().packages("bookworm", "amd64")).toHaveLength(8); // indexes cached, 404 too
+    expect(requests).toEqual([]);
+
+    await archive({ refresh: true }).resolveKernel("bookworm", "cloud", "amd64");
+    expect(requests).toHaveLength(3);
+  });
+
+  it("falls back to a cached resolution, with a warning, when the archive is unreachable", async () => {
+    const first = await archive().resolveKernel("bookworm", "cloud", "amd64");
+    files.set(
+      "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
+      Buffer.from("<html>proxy</html>"),
+    );
+    const logs: string[] = [];
+    const r = await archive({ refresh: true, log: (m) => logs.push(m) }).resolveKernel(
+      "bookworm",
+      "cloud",
+      "amd64",
+    );
+    expect(r).toEqual(first);
+    expect(logs.join("\n")).toMatch(
+      /warning: debian bookworm amd64: cannot read index .*bookworm-updates.*6\.1\.0-56/s,
+    );
+  });
+
+  it("errors on a missing suite and on a missing flavour without a cached resolution", async () => {
+    await expect(archive().resolveKernel("bookwrom", "cloud", "amd64")).rejects.toThrow(
+      /^debian bookwrom amd64: no index http:.*\/dists\/bookwrom\/main\/binary-amd64\/Packages\.xz$/,
+    );
+    await expect(archive().resolveKernel("bookworm", "rt", "amd64")).rejects.toThrow(
+      "debian bookworm amd64: no package linux-image-rt-amd64 in bookworm, bookworm-security",
+    );
+  });
+
+  it("downloads with SHA256 verification, reuses a verified file, and leaves nothing behind on mismatch", async () => {
+    const pkg: DebPackage = {
+      name: "test",
+      version: "1.0-1",
+      architecture: "amd64",
+      filename: "pool/main/t/test/test_1.0-1_amd64.deb",
+      size: deb.length,
+      sha256: createHash("sha256").update(deb).digest("hex"),
+      depends: "",
+      baseUrl: `${base}/debian`,
+      suite: "bookworm",
+    };
+    const path = await archive().download(pkg);
+    expect(path).toBe(join(cacheDir, "archive", "debs", "test_1.0-1_amd64.deb"));
+    expect(await readFile(path)).toEqual(deb);
+    requests.length = 0;
+    expect(await archive().download(pkg)).toBe(path);
+    expect(requests).toEqual([]);
+
+    await writeFile(path, Buffer.alloc(deb.length)); // damaged: fetched again
+    await archive().download(pkg);
+    expect(await readFile(path)).toEqual(deb);
+
+    await rm(path);
+    await expect(archive().download({ ...pkg, sha256: "0".repeat(64) })).rejects.toThrow(
+      /^debian bookworm amd64: test 1\.0-1: SHA256 mismatch/,
+    );
+    await expect(archive().download({ ...pkg, filename: "pool/main/t/test/gone.deb" })).rejects.toThrow(
+      /HTTP 404 \(the archive has moved on/,
+    );
+    expect(await readdir(join(cacheDir, "archive", "debs"))).toEqual([]);
+  });
+});
