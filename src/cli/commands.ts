@@ -2,10 +2,12 @@ import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
+import { UsageError } from "../util/errors.js";
 import { hostArch } from "../vm/accel.js";
 import { cleanStaleRuns } from "../vm/run-dirs.js";
 import { runDoctor } from "./doctor.js";
 import { buildImages, listImages, pruneImages } from "./images.js";
+import { runCommand } from "./run.js";
 import { runShell } from "./shell.js";
 
 export const VERSION: string = JSON.parse(
@@ -36,6 +38,12 @@ async function selected(
     matrix,
     machines: selectMachines(matrix, { arch: flags.arch, patterns: patterns.length ? patterns : undefined }),
   };
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--jobs: expected a positive integer, got "${value}"`);
+  return n;
 }
 
 export function registerCommands(program: Command): void {
@@ -78,6 +86,22 @@ export function registerCommands(program: Command): void {
     .action(async (flags: { config?: string; dryRun?: boolean }) => {
       const { matrix, machines } = await selected(flags);
       await pruneImages(matrix, machines, flags);
+    });
+
+  program
+    .command("run")
+    .description("run a test plan over the matrix and record a verdict per machine and test")
+    .addOption(configOption())
+    .option("-p, --plan <name|file>", "a built-in plan name or a plan file", "example")
+    .addOption(archOption())
+    .addOption(machineOption())
+    .option("-o, --output <dir>", "results directory (default: ./kmatrix-out/<run-id>)")
+    .option("--resume <dir>", "continue an interrupted run: keep its verdicts, run the rest")
+    .addOption(new Option("-j, --jobs <n>", "machines at a time (default: from cores and memory)").argParser(positiveInt))
+    .action(async (flags) => {
+      const outcome = await runCommand(flags, VERSION);
+      console.log(`results: ${outcome.outDir}`);
+      process.exitCode = outcome.exitCode;
     });
 
   program

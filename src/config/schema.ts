@@ -22,6 +22,8 @@ export const VmSchema = z.strictObject({
   memoryMiB: z.int().min(256).optional(),
   accel: z.enum(["auto", "kvm", "tcg"]).optional(),
   bootTimeoutSec: z.int().min(1).optional(),
+  /** Extra kernel command-line arguments (handed to QEMU as one argument, never to a shell). */
+  kernelArgs: z.array(z.string().regex(/^[^\s]+$/, "expected one argument without spaces")).optional(),
 });
 
 // Discriminated on `source` so that e.g. `{ source: oci, image: ... }` can be added as another member.

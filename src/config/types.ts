@@ -11,6 +11,8 @@ export interface VmSettings {
   accel: Accel;
   /** Seconds from QEMU start until the guest must be reachable over SSH. */
   bootTimeoutSec: number;
+  /** Extra kernel command-line arguments. */
+  kernelArgs: string[];
 }
 
 /** Where a machine's kernel comes from. A discriminated union so that `oci` can join later. */

@@ -16,6 +16,8 @@ export interface LaunchOptions {
   x86Machine?: X86Machine;
   log?: (line: string) => void;
   onConsoleLine?: (line: string) => void;
+  /** Called once the image is ready and the accelerator chosen, just before the VM starts. */
+  onImage?: (image: MachineImage, accel: AccelDecision) => void;
 }
 
 export interface Launched {
@@ -33,6 +35,7 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
   });
   const keys = await ensureKeyPair(cacheRoot());
   const workDir = join(opts.runDir, machine.id.replace("@", "_"));
+  opts.onImage?.(image, accel);
   opts.log?.(`${machine.id}: booting ${image.kernelRelease} (${accel.accel}: ${accel.reason})`);
   const session = await MachineSession.boot({
     machineId: machine.id,
@@ -46,6 +49,7 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
     workDir,
     consoleLog: opts.consoleLog ?? join(workDir, "console.log"),
     x86Machine: opts.x86Machine,
+    kernelArgs: machine.vm.kernelArgs,
     onConsoleLine: opts.onConsoleLine,
   });
   return { session, image, accel };

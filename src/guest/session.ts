@@ -41,6 +41,7 @@ export interface SessionOptions {
   workDir: string;
   consoleLog: string;
   x86Machine?: X86Machine;
+  kernelArgs?: string[];
   backend?: VmBackend;
   onConsoleLine?: (line: string) => void;
 }
@@ -85,6 +86,7 @@ export class MachineSession {
       workDir: opts.workDir,
       consoleLog: opts.consoleLog,
       x86Machine: opts.x86Machine,
+      kernelArgs: opts.kernelArgs,
     };
     const started = Date.now();
     const deadline = started + opts.bootTimeoutSec * 1000;
@@ -106,8 +108,8 @@ export class MachineSession {
     return this.guarded(this.guest.exec(command, opts));
   }
 
-  copyIn(localPath: string, remoteDir: string): Promise<void> {
-    return this.guarded(this.guest.copyIn(localPath, remoteDir));
+  copyIn(localPath: string, remoteDir: string, name?: string): Promise<void> {
+    return this.guarded(this.guest.copyIn(localPath, remoteDir, name));
   }
 
   copyOut(remotePath: string, localDir: string): Promise<void> {

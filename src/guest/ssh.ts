@@ -1,3 +1,4 @@
+import { readdir, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -125,13 +126,22 @@ export class GuestChannel {
     };
   }
 
-  /** Copies a local file or directory into `remoteDir` (created if missing). */
-  async copyIn(localPath: string, remoteDir: string): Promise<void> {
+  /**
+   * Copies a local file or directory into `remoteDir` (created if missing), as `remoteDir/<name>`
+   * (default: the local base name). Git metadata stays behind.
+   */
+  async copyIn(localPath: string, remoteDir: string, name = basename(localPath)): Promise<void> {
     const channel = await this.openExec(
       `mkdir -p ${shellQuote(remoteDir)} && tar -xf - -C ${shellQuote(remoteDir)}`,
     );
     const done = channelResult(channel, `copy ${localPath} into the guest`);
-    await pipeline(tar.c({ cwd: dirname(localPath), portable: true }, [basename(localPath)]), channel);
+    const archive = (await stat(localPath)).isDirectory()
+      ? tar.c(
+          { cwd: localPath, prefix: name, portable: true, filter: (p) => !p.split("/").includes(".git") },
+          await readdir(localPath),
+        )
+      : tar.c({ cwd: dirname(localPath), portable: true }, [basename(localPath)]);
+    await pipeline(archive, channel);
     await done;
   }
 

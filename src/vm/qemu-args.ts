@@ -15,6 +15,7 @@ export interface QemuLaunch {
   pidFile: string;
   /** x86_64 only; see docs/architecture.md for the measurement behind the default. */
   x86Machine?: X86Machine;
+  kernelArgs?: string[];
 }
 
 export function qemuBinary(arch: Arch): string {
@@ -25,7 +26,7 @@ export const DEFAULT_X86_MACHINE: X86Machine = "q35";
 
 type BootBase = Pick<
   QemuLaunch,
-  "arch" | "accel" | "cpus" | "memoryMiB" | "kernel" | "initrd" | "x86Machine"
+  "arch" | "accel" | "cpus" | "memoryMiB" | "kernel" | "initrd" | "x86Machine" | "kernelArgs"
 >;
 
 /** Machine, CPU, console and kernel: what every boot of a kernel shares, full machine or bare. */
@@ -44,7 +45,7 @@ function bootArgs(l: BootBase): { args: string[]; bus: "device" | "pci" } {
   // neoverse-n1 (ARMv8.2, the Graviton2 core) boots five times faster.
   const cpu = l.accel === "kvm" ? "host" : l.arch === "aarch64" ? "neoverse-n1" : "max";
   const console = l.arch === "aarch64" ? "ttyAMA0" : "ttyS0";
-  const cmdline = [`console=${console}`, "panic=-1", "quiet", "random.trust_cpu=on"];
+  const cmdline = [`console=${console}`, "panic=-1", "quiet", "random.trust_cpu=on", ...(l.kernelArgs ?? [])];
   const args = [
     ...machine,
     "-accel",

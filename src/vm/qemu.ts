@@ -22,6 +22,7 @@ export interface BootSpec {
   /** Where the whole console output goes. */
   consoleLog: string;
   x86Machine?: X86Machine;
+  kernelArgs?: string[];
 }
 
 export interface VmExit {

@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cacheRoot } from "../images/cache.js";
@@ -10,6 +11,8 @@ export async function createRunDir(): Promise<string> {
   const dir = join(cacheRoot(), "runs", `${process.pid}-${Date.now().toString(36)}`);
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, "owner.pid"), String(process.pid));
+  // Also on a signal-driven exit (processes.ts kills the VMs first); only SIGKILL leaves it behind.
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

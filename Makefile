@@ -1,0 +1,49 @@
+# The two commands of the README. Both set the machine up first (Debian 12, as root):
+# Debian packages only when missing, npm dependencies, the build.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
+	mmdebstrap e2fsprogs busybox-static cpio kmod xz-utils zstd util-linux dpkg
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: run test setup deps build lint unit integration bench clean
+
+run: setup
+	node dist/src/cli/main.js run
+
+test: setup lint
+	npx vitest run
+
+setup: deps build
+
+# dpkg-query tells which packages are missing; apt-get runs only for those.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@# Root disks of the other architecture run their package scripts through qemu-user.
+	@if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then $(SUDO) mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; fi
+	@$(SUDO) update-binfmts --enable >/dev/null 2>&1 || true
+	@[ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
+
+build:
+	npx tsc -p tsconfig.json
+	chmod +x dist/src/cli/main.js
+
+lint:
+	npx biome check .
+
+unit: setup
+	npx vitest run --project unit
+
+integration: setup
+	npx vitest run --project integration
+
+bench: setup
+	npm run bench:boot
+
+clean:
+	rm -rf dist

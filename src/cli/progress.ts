@@ -1,0 +1,102 @@
+import type { RunEvent } from "../run/events.js";
+import type { Verdict } from "../results/types.js";
+
+const MARK: Record<Verdict, string> = { pass: "🟢", skip: "🟡", fail: "❌", error: "⚠️" };
+
+/** One plain line per lifecycle event: what CI logs want. */
+export function plainProgress(write: (line: string) => void): (e: RunEvent) => void {
+  return (e) => {
+    const line = describe(e);
+    if (line) write(line);
+  };
+}
+
+function describe(e: RunEvent): string | undefined {
+  switch (e.type) {
+    case "run-started":
+      return `run ${e.run.runId}: plan ${e.run.plan.name}, ${e.run.machines.length} machine(s)`;
+    case "image-preparing":
+      return `${e.machineId}: preparing image`;
+    case "machine-booting":
+      return `${e.machineId}: booting (${e.role}, ${e.accel})`;
+    case "machine-booted":
+      return `${e.machineId}: ready in ${(e.bootMs / 1000).toFixed(1)} s`;
+    case "builder-started":
+      return `${e.machineId}: builder ${e.builder} started`;
+    case "builder-ended":
+      return `${e.record.machineId}: builder ${e.record.builder} ${e.record.ok ? "ok" : `FAILED: ${e.record.reason}`}`;
+    case "step-started":
+      return `${e.machineId}: ${e.test} started`;
+    case "cell": {
+      const r = e.record;
+      return `${r.machineId}: ${r.test} ${MARK[r.verdict]} ${r.verdict}${r.reason ? ` (${r.reason})` : ""}`;
+    }
+    case "machine-ended":
+      return e.machine.error ? `${e.machine.machineId}: ${e.machine.error}` : `${e.machine.machineId}: done`;
+    case "run-ended":
+      return `run ${e.run.runId} ended${e.run.interrupted ? " (interrupted)" : ""}`;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A live block with one status line per machine, redrawn in place (TTY only). Finished cells also
+ * scroll above it, so the terminal keeps a record.
+ */
+export function liveProgress(stream: NodeJS.WriteStream): { consume: (e: RunEvent) => void; stop: () => void } {
+  const status = new Map<string, string>();
+  const marks = new Map<string, string>();
+  let drawn = 0;
+  const draw = () => {
+    const cols = stream.columns || 100;
+    let out = drawn ? `\x1b[${drawn}A\x1b[0J` : "";
+    const lines = [...status].map(([id, s]) => `${id.padEnd(32)} ${marks.get(id) ?? ""} ${s}`.slice(0, cols - 1));
+    out += lines.map((l) => `${l}\n`).join("");
+    drawn = lines.length;
+    stream.write(out);
+  };
+  const above = (line: string) => {
+    stream.write(drawn ? `\x1b[${drawn}A\x1b[0J${line}\n` : `${line}\n`);
+    drawn = 0;
+    draw();
+  };
+  const timer = setInterval(draw, 1000);
+  timer.unref();
+  return {
+    consume: (e) => {
+      switch (e.type) {
+        case "image-preparing":
+          status.set(e.machineId, "preparing image…");
+          break;
+        case "machine-booting":
+          status.set(e.machineId, `booting (${e.role}, ${e.accel})…`);
+          break;
+        case "builder-started":
+          status.set(e.machineId, `building ${e.builder}…`);
+          break;
+        case "builder-ended":
+          status.set(e.record.machineId, `builder ${e.record.builder} ${e.record.ok ? "ok" : "FAILED"}`);
+          above(describe(e) ?? "");
+          return;
+        case "step-started":
+          status.set(e.machineId, `${e.test}…`);
+          break;
+        case "cell":
+          marks.set(e.record.machineId, (marks.get(e.record.machineId) ?? "") + MARK[e.record.verdict]);
+          above(describe(e) ?? "");
+          return;
+        case "machine-ended":
+          status.set(e.machine.machineId, e.machine.error ? `error: ${e.machine.error}` : "done");
+          break;
+        default:
+          return;
+      }
+      draw();
+    },
+    stop: () => {
+      clearInterval(timer);
+      draw();
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import { existsSync, readdirSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import type { Arch } from "../config/types.js";
+import { loadMatrix, selectMachines } from "../config/load.js";
+import { loadPlan } from "../plan/load.js";
+import { materializeSources } from "../plan/sources.js";
+import { readExisting, ResultStore } from "../results/store.js";
+import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
+import { builderKey, cellKey, runEngine } from "../run/engine.js";
+import { EventBus } from "../run/events.js";
+import { UsageError } from "../util/errors.js";
+import { killAll } from "../vm/processes.js";
+import { createRunDir, removeRunDir } from "../vm/run-dirs.js";
+import { progress } from "./log.js";
+import { liveProgress, plainProgress } from "./progress.js";
+
+export interface RunFlags {
+  config?: string;
+  plan: string;
+  arch?: Arch;
+  machine?: string[];
+  output?: string;
+  resume?: string;
+  jobs?: number;
+}
+
+export interface RunOutcome {
+  exitCode: number;
+  outDir: string;
+}
+
+/** `kmatrix run`: images, builders, machines; results on disk as they happen. */
+export async function runCommand(flags: RunFlags, version: string): Promise<RunOutcome> {
+  const matrix = await loadMatrix({ configPath: flags.config });
+  const machines = selectMachines(matrix, { arch: flags.arch, patterns: flags.machine });
+  const plan = await loadPlan(flags.plan);
+  for (const b of plan.builders)
+    for (const arch of new Set(machines.map((m) => m.arch)))
+      if (!matrix.machines.some((m) => m.name === b.machine && m.arch === arch))
+        throw new UsageError(`${plan.origin}: builder ${b.name}: no machine ${b.machine} for ${arch} in ${matrix.origin}`);
+  const sources = await materializeSources(plan.sources, progress);
+
+  const runId = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
+  const outDir = resolve(flags.resume ?? flags.output ?? join("kmatrix-out", runId));
+  if (!flags.resume && existsSync(outDir) && readdirSync(outDir).length > 0)
+    throw new UsageError(`${outDir} already holds results; pick another --output or continue it with --resume`);
+  const kept = new Map<string, CellRecord>();
+  const keptBuilders = new Map<string, BuilderRecord>();
+  let previous: RunRecord | undefined;
+  if (flags.resume) {
+    const existing = await readExisting(outDir).catch(() => {
+      throw new UsageError(`${flags.resume}: not a kmatrix results directory (no readable run.json)`);
+    });
+    previous = existing.run;
+    for (const c of existing.cells) kept.set(cellKey(c.machineId, c.test), c);
+    for (const b of existing.builders)
+      if (b.ok && existsSync(join(outDir, "artifacts", b.arch, b.builder))) keptBuilders.set(builderKey(b.arch, b.builder), b);
+  }
+
+  const jobs = flags.jobs ?? defaultJobs(Math.max(...machines.map((m) => m.vm.memoryMiB)));
+  const bus = new EventBus();
+  bus.subscribe(new ResultStore(outDir).consume);
+  const live = process.stderr.isTTY ? liveProgress(process.stderr) : undefined;
+  bus.subscribe(live?.consume ?? plainProgress(progress));
+
+  const run: RunRecord = {
+    runId: previous?.runId ?? runId,
+    kmatrixVersion: version,
+    startedAt: previous?.startedAt ?? new Date().toISOString(),
+    host: { arch: process.arch, cpus: cpus().length, memoryMiB: Math.round(totalmem() / 1024 ** 2) },
+    config: { origin: matrix.origin },
+    plan: { name: plan.name, origin: plan.origin, tests: plan.tests.map((t) => t.name) },
+    machines: previous?.machines ?? machines.map((m) => ({ machineId: m.id, machine: m.name, arch: m.arch })),
+    builders: previous?.builders ?? [],
+  };
+  bus.emit({ type: "run-started", run: structuredClone(run) });
+
+  // SIGINT/SIGTERM: stop every VM now; the engine unwinds without recording the cut-short cells.
+  const abort = new AbortController();
+  const onSignal = () => {
+    if (abort.signal.aborted) process.exit(130);
+    progress("interrupted: stopping all machines (finished cells are kept; continue with --resume)");
+    abort.abort();
+    killAll();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const runDir = await createRunDir();
+  try {
+    await runEngine({ matrix, machines, plan, sources, outDir, runDir, jobs, bus, signal: abort.signal, kept, keptBuilders });
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    live?.stop();
+    await removeRunDir(runDir);
+  }
+  const final = await readExisting(outDir);
+  bus.emit({
+    type: "run-ended",
+    run: { ...final.run, endedAt: new Date().toISOString(), interrupted: abort.signal.aborted || undefined },
+  });
+  if (abort.signal.aborted) return { exitCode: 130, outDir };
+  const expected = machines.length * plan.tests.length;
+  const cells = final.cells.filter((c) => machines.some((m) => m.id === c.machineId));
+  const bad = cells.filter((c) => c.verdict === "fail" || c.verdict === "error").length;
+  return { exitCode: bad > 0 || cells.length < expected ? 1 : 0, outDir };
+}
+
+/** As many VMs as there are cores, as long as their memory fits with room to spare. */
+function defaultJobs(vmMemoryMiB: number): number {
+  const byMemory = Math.floor((totalmem() / 1024 ** 2 - 1024) / (vmMemoryMiB + 512));
+  return Math.max(1, Math.min(cpus().length, byMemory));
+}

@@ -1,0 +1,97 @@
+import { readFile } from "node:fs/promises";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { UsageError } from "../util/errors.js";
+import { parseYamlFile } from "../util/yaml-file.js";
+import { type BuilderSpec, type PlanFile, PlanFileSchema, type TestSpec } from "./schema.js";
+
+/** Plans shipped with kmatrix, selectable by name (`--plan example`). */
+export const BUILTIN_PLANS_DIR = fileURLToPath(new URL("../../../plans/", import.meta.url));
+
+export interface SourceRef {
+  name: string;
+  /** A local directory, or a git URL with a ref. */
+  location: { kind: "dir"; path: string } | { kind: "git"; url: string; ref: string };
+}
+
+export interface Plan {
+  name: string;
+  description?: string;
+  origin: string;
+  sources: SourceRef[];
+  builders: BuilderSpec[];
+  tests: TestSpec[];
+}
+
+/** `NAME` is a built-in plan; anything with a slash or a .yaml/.yml suffix is a file. */
+export async function loadPlan(plan: string, cwd = process.cwd()): Promise<Plan> {
+  const isFile = plan.includes("/") || /\.ya?ml$/.test(plan);
+  const file = isFile ? resolve(cwd, plan) : resolve(BUILTIN_PLANS_DIR, `${plan}.yaml`);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    throw new UsageError(isFile ? `${plan}: plan file not found` : `no built-in plan "${plan}" (give a plan file path instead)`);
+  }
+  return parsePlan(text, isFile ? plan : `${plan} (built-in)`, dirname(file));
+}
+
+/** Pure: YAML text → a validated plan whose references all resolve. */
+export function parsePlan(text: string, origin: string, baseDir: string): Plan {
+  const file: PlanFile = parseYamlFile(text, origin, PlanFileSchema, 'expected "name:" and "tests:"');
+  const fail = (msg: string): never => {
+    throw new UsageError(`${origin}: ${msg}`);
+  };
+  unique(file.builders.map((b) => b.name), "builders", fail);
+  unique(file.tests.map((t) => t.name), "tests", fail);
+  const builderNames = new Set(file.builders.map((b) => b.name));
+  file.builders.forEach((b, i) => {
+    for (const need of b.needs)
+      if (!builderNames.has(need)) fail(`builders[${i}].needs: no builder named "${need}"`);
+  });
+  builderOrder(file.builders, fail);
+  const earlier = new Set<string>();
+  file.tests.forEach((t, i) => {
+    for (const need of t.needs)
+      if (!earlier.has(need)) fail(`tests[${i}].needs: "${need}" is not a test that comes before "${t.name}"`);
+    for (const use of t.uses) if (!builderNames.has(use)) fail(`tests[${i}].uses: no builder named "${use}"`);
+    earlier.add(t.name);
+  });
+  const sources = Object.entries(file.sources).map(([name, spec]) => ({ name, location: parseSource(spec, baseDir) }));
+  return { name: file.name, description: file.description, origin, sources, builders: builderOrder(file.builders, fail), tests: file.tests };
+}
+
+/** `https://host/repo.git@v1.2` (or any `scheme://…@ref`, `git@host:repo@ref`) → git; anything else a directory. */
+export function parseSource(spec: string, baseDir: string): SourceRef["location"] {
+  const git = /^((?:[a-z+]+:\/\/|git@)[^@\s]+(?:@[^@\s:]+:[^@\s]+)?)@([^@\s]+)$/.exec(spec);
+  if (git?.[1] && git[2]) return { kind: "git", url: git[1], ref: git[2] };
+  return { kind: "dir", path: isAbsolute(spec) ? spec : resolve(baseDir, spec) };
+}
+
+function unique(names: string[], field: string, fail: (m: string) => never): void {
+  const seen = new Set<string>();
+  for (const n of names) {
+    if (seen.has(n)) fail(`${field}: "${n}" is defined twice`);
+    seen.add(n);
+  }
+}
+
+/** Builders in an order where every builder comes after those it needs. */
+function builderOrder(builders: BuilderSpec[], fail: (m: string) => never): BuilderSpec[] {
+  const byName = new Map(builders.map((b) => [b.name, b]));
+  const out: BuilderSpec[] = [];
+  const state = new Map<string, "visiting" | "done">();
+  const visit = (b: BuilderSpec) => {
+    if (state.get(b.name) === "done") return;
+    if (state.get(b.name) === "visiting") fail(`builders: "${b.name}" needs itself (a cycle)`);
+    state.set(b.name, "visiting");
+    for (const n of b.needs) {
+      const dep = byName.get(n);
+      if (dep) visit(dep);
+    }
+    state.set(b.name, "done");
+    out.push(b);
+  };
+  for (const b of builders) visit(b);
+  return out;
+}

@@ -1,0 +1,41 @@
+import type { Arch } from "../config/types.js";
+import type { BuilderRecord, CellRecord, MachineSummary, RunRecord } from "../results/types.js";
+
+/**
+ * The engine's lifecycle, as a typed stream. The progress display, the result store and anything
+ * else consume it; none of them reaches into the engine.
+ */
+export type RunEvent =
+  | { type: "run-started"; run: RunRecord }
+  | { type: "image-preparing"; machineId: string }
+  | { type: "machine-booting"; machineId: string; role: "builder" | "test"; accel: string }
+  | { type: "machine-booted"; machineId: string; bootMs: number }
+  | { type: "machine-ended"; machine: MachineSummary }
+  | { type: "builder-started"; builder: string; arch: Arch; machineId: string }
+  | { type: "builder-ended"; record: BuilderRecord }
+  | { type: "step-started"; machineId: string; test: string }
+  | { type: "step-output"; machineId: string; step: string; chunk: string }
+  | { type: "console-line"; machineId: string; line: string }
+  | { type: "cell"; record: CellRecord }
+  | { type: "run-ended"; run: RunRecord };
+
+export type RunListener = (event: RunEvent) => void;
+
+/** Fans events out to every consumer; a consumer that throws must not take the run down. */
+export class EventBus {
+  private readonly listeners: RunListener[] = [];
+
+  subscribe(listener: RunListener): void {
+    this.listeners.push(listener);
+  }
+
+  emit(event: RunEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        process.stderr.write(`kmatrix: event consumer failed on ${event.type}: ${String(err)}\n`);
+      }
+    }
+  }
+}
