@@ -42,7 +42,8 @@ async function selected(
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--jobs: expected a positive integer, got "${value}"`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`--jobs: expected a positive integer, got "${value}"`);
   return n;
 }
 
@@ -97,7 +98,11 @@ export function registerCommands(program: Command): void {
     .addOption(machineOption())
     .option("-o, --output <dir>", "results directory (default: ./kmatrix-out/<run-id>)")
     .option("--resume <dir>", "continue an interrupted run: keep its verdicts, run the rest")
-    .addOption(new Option("-j, --jobs <n>", "machines at a time (default: from cores and memory)").argParser(positiveInt))
+    .addOption(
+      new Option("-j, --jobs <n>", "machines at a time (default: from cores and memory)").argParser(
+        positiveInt,
+      ),
+    )
     .action(async (flags) => {
       const outcome = await runCommand(flags, VERSION);
       console.log(`results: ${outcome.outDir}`);

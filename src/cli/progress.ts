@@ -1,5 +1,5 @@
-import type { RunEvent } from "../run/events.js";
 import type { Verdict } from "../results/types.js";
+import type { RunEvent } from "../run/events.js";
 
 const MARK: Record<Verdict, string> = { pass: "🟢", skip: "🟡", fail: "❌", error: "⚠️" };
 
@@ -44,14 +44,19 @@ function describe(e: RunEvent): string | undefined {
  * A live block with one status line per machine, redrawn in place (TTY only). Finished cells also
  * scroll above it, so the terminal keeps a record.
  */
-export function liveProgress(stream: NodeJS.WriteStream): { consume: (e: RunEvent) => void; stop: () => void } {
+export function liveProgress(stream: NodeJS.WriteStream): {
+  consume: (e: RunEvent) => void;
+  stop: () => void;
+} {
   const status = new Map<string, string>();
   const marks = new Map<string, string>();
   let drawn = 0;
   const draw = () => {
     const cols = stream.columns || 100;
     let out = drawn ? `\x1b[${drawn}A\x1b[0J` : "";
-    const lines = [...status].map(([id, s]) => `${id.padEnd(32)} ${marks.get(id) ?? ""} ${s}`.slice(0, cols - 1));
+    const lines = [...status].map(([id, s]) =>
+      `${id.padEnd(32)} ${marks.get(id) ?? ""} ${s}`.slice(0, cols - 1),
+    );
     out += lines.map((l) => `${l}\n`).join("");
     drawn = lines.length;
     stream.write(out);

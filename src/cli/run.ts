@@ -1,11 +1,11 @@
 import { existsSync, readdirSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
-import type { Arch } from "../config/types.js";
 import { loadMatrix, selectMachines } from "../config/load.js";
+import type { Arch } from "../config/types.js";
 import { loadPlan } from "../plan/load.js";
 import { materializeSources } from "../plan/sources.js";
-import { readExisting, ResultStore } from "../results/store.js";
+import { ResultStore, readExisting } from "../results/store.js";
 import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
 import { builderKey, cellKey, runEngine } from "../run/engine.js";
 import { EventBus } from "../run/events.js";
@@ -38,13 +38,17 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   for (const b of plan.builders)
     for (const arch of new Set(machines.map((m) => m.arch)))
       if (!matrix.machines.some((m) => m.name === b.machine && m.arch === arch))
-        throw new UsageError(`${plan.origin}: builder ${b.name}: no machine ${b.machine} for ${arch} in ${matrix.origin}`);
+        throw new UsageError(
+          `${plan.origin}: builder ${b.name}: no machine ${b.machine} for ${arch} in ${matrix.origin}`,
+        );
   const sources = await materializeSources(plan.sources, progress);
 
   const runId = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
   const outDir = resolve(flags.resume ?? flags.output ?? join("kmatrix-out", runId));
   if (!flags.resume && existsSync(outDir) && readdirSync(outDir).length > 0)
-    throw new UsageError(`${outDir} already holds results; pick another --output or continue it with --resume`);
+    throw new UsageError(
+      `${outDir} already holds results; pick another --output or continue it with --resume`,
+    );
   const kept = new Map<string, CellRecord>();
   const keptBuilders = new Map<string, BuilderRecord>();
   let previous: RunRecord | undefined;
@@ -55,7 +59,8 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
     previous = existing.run;
     for (const c of existing.cells) kept.set(cellKey(c.machineId, c.test), c);
     for (const b of existing.builders)
-      if (b.ok && existsSync(join(outDir, "artifacts", b.arch, b.builder))) keptBuilders.set(builderKey(b.arch, b.builder), b);
+      if (b.ok && existsSync(join(outDir, "artifacts", b.arch, b.builder)))
+        keptBuilders.set(builderKey(b.arch, b.builder), b);
   }
 
   const jobs = flags.jobs ?? defaultJobs(Math.max(...machines.map((m) => m.vm.memoryMiB)));
@@ -88,7 +93,19 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   process.on("SIGTERM", onSignal);
   const runDir = await createRunDir();
   try {
-    await runEngine({ matrix, machines, plan, sources, outDir, runDir, jobs, bus, signal: abort.signal, kept, keptBuilders });
+    await runEngine({
+      matrix,
+      machines,
+      plan,
+      sources,
+      outDir,
+      runDir,
+      jobs,
+      bus,
+      signal: abort.signal,
+      kept,
+      keptBuilders,
+    });
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

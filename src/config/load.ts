@@ -7,7 +7,13 @@ import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "./default.js";
 import { MatrixFileSchema } from "./schema.js";
 import type { Arch, ArchiveSettings, Machine, Matrix, VmSettings } from "./types.js";
 
-export const DEFAULT_VM: VmSettings = { cpus: 2, memoryMiB: 2048, accel: "auto", bootTimeoutSec: 300, kernelArgs: [] };
+export const DEFAULT_VM: VmSettings = {
+  cpus: 2,
+  memoryMiB: 2048,
+  accel: "auto",
+  bootTimeoutSec: 300,
+  kernelArgs: [],
+};
 export const DEFAULT_ARCHIVE: ArchiveSettings = {
   mirror: "http://deb.debian.org/debian",
   securityMirror: "http://deb.debian.org/debian-security",

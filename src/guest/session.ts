@@ -58,6 +58,8 @@ export class MachineSession {
   /** Oops/BUG lines seen on the console since boot (the machine may still run). */
   readonly oopses: string[] = [];
   private fault: GuestFault | undefined;
+  private stopping = false;
+  private panicLine: string | undefined;
   private readonly faultWaiters: ((f: GuestFault) => void)[] = [];
 
   private constructor(
@@ -67,9 +69,12 @@ export class MachineSession {
   ) {
     vm.onSignal((s) => {
       if (s.kind === "oops") this.oopses.push(s.line);
-      if (s.kind === "panic") void this.raise("panic", s.line);
+      if (s.kind === "panic" && !this.panicLine) {
+        this.panicLine = s.line;
+        void this.raise();
+      }
     });
-    void vm.exited.then((e) => this.raise("exited", `the VM exited (code ${e.code ?? e.signal})`));
+    void vm.exited.then((e) => this.raise(`the VM exited (code ${e.code ?? e.signal})`));
   }
 
   static async boot(opts: SessionOptions): Promise<MachineSession> {
@@ -117,65 +122,78 @@ export class MachineSession {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     this.guest.close();
     await this.vm.stop();
   }
 
   private guarded<T>(work: Promise<T>): Promise<T> {
     if (this.fault) return Promise.reject(this.fault);
-    const faulted = new Promise<never>((_, reject) => this.faultWaiters.push(reject));
-    // A command may also fail *because* of the fault (channel closed); the fault is the story.
-    return Promise.race([work, faulted]).catch(async (err) => {
-      await sleep(50);
-      throw this.fault ?? err;
+    let waiter: ((f: GuestFault) => void) | undefined;
+    const faulted = new Promise<never>((_, reject) => {
+      waiter = reject;
+      this.faultWaiters.push(reject);
     });
+    // A command may also fail *because* of the fault (channel closed); the fault is the story.
+    return Promise.race([work, faulted])
+      .catch(async (err) => {
+        await sleep(50);
+        throw this.fault ?? err;
+      })
+      .finally(() => {
+        this.faultWaiters.splice(this.faultWaiters.indexOf(waiter as (f: GuestFault) => void), 1);
+      });
   }
 
-  private async raise(kind: GuestFault["kind"], line: string): Promise<void> {
-    if (this.fault) return;
+  /** `exited` is set when the VM process is gone; a panic seen before that is still the story. */
+  private async raise(exited?: string): Promise<void> {
+    if (this.fault || this.stopping) return;
     // The panic line comes first; give the trace a moment to finish printing (or QEMU to exit).
-    if (kind === "panic") await Promise.race([this.vm.exited, sleep(1500)]);
-    if (this.fault) return;
-    this.fault = new GuestFault(
-      kind,
-      kind === "panic" ? `kernel panic: ${line}` : line,
-      this.vm.consoleTail(60),
-    );
+    if (!exited) await Promise.race([this.vm.exited, sleep(1500)]);
+    if (this.fault || this.stopping) return;
+    const tail = this.vm.consoleTail(60);
+    this.fault = this.panicLine
+      ? new GuestFault("panic", `kernel panic: ${this.panicLine}`, tail)
+      : new GuestFault("exited", exited ?? "the VM went away", tail);
     for (const w of this.faultWaiters.splice(0)) w(this.fault);
   }
 }
 
 function waitForReady(vm: RunningVm, deadline: number): Promise<void> {
   return new Promise((resolve, reject) => {
+    let panicLine: string | undefined;
+    const fail = (err: BootError) => {
+      clearTimeout(timer);
+      reject(err);
+    };
+    const panicked = () =>
+      fail(new BootError("panic", `kernel panic during boot: ${panicLine}`, vm.consoleTail()));
     const timer = setTimeout(
-      () => reject(new BootError("timeout", `not ready within the boot timeout`, vm.consoleTail())),
+      () => fail(new BootError("timeout", "not ready within the boot timeout", vm.consoleTail())),
       Math.max(0, deadline - Date.now()),
     );
-    const done = (fn: () => void) => {
-      clearTimeout(timer);
-      fn();
-    };
     vm.onSignal((s: ConsoleSignal) => {
-      if (s.kind === "ready") done(resolve);
-      else if (s.kind === "panic")
-        // Let the rest of the trace arrive before reporting it.
-        void Promise.race([vm.exited, sleep(1500)]).then(() =>
-          done(() => reject(new BootError("panic", `kernel panic during boot: ${s.line}`, vm.consoleTail()))),
-        );
-      else if (s.kind === "init-failed")
-        done(() => reject(new BootError("init-failed", `guest init failed: ${s.line}`, vm.consoleTail())));
+      if (s.kind === "ready") {
+        clearTimeout(timer);
+        resolve();
+      } else if (s.kind === "panic" && !panicLine) {
+        panicLine = s.line;
+        // Let the rest of the trace arrive (QEMU exits right after it, see panic=-1) before reporting.
+        setTimeout(panicked, 1500);
+      } else if (s.kind === "init-failed")
+        fail(new BootError("init-failed", `guest init failed: ${s.line}`, vm.consoleTail()));
     });
-    void vm.exited.then((e) =>
-      done(() =>
-        reject(
-          new BootError(
-            "exited",
-            `QEMU exited during boot (code ${e.code ?? e.signal})${e.stderr.trim() ? `: ${e.stderr.trim()}` : ""}`,
-            vm.consoleTail(),
-          ),
+    void vm.exited.then((e) => {
+      if (panicLine) return panicked();
+      const stderr = e.stderr.trim() ? `: ${e.stderr.trim()}` : "";
+      fail(
+        new BootError(
+          "exited",
+          `QEMU exited during boot (code ${e.code ?? e.signal})${stderr}`,
+          vm.consoleTail(),
         ),
-      ),
-    );
+      );
+    });
   });
 }
 

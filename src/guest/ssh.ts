@@ -40,7 +40,12 @@ export class GuestChannel {
     return new Promise((resolve, reject) => {
       const client = new ssh2.Client();
       client.once("ready", () => resolve(new GuestChannel(client)));
-      client.once("error", reject);
+      // A client can emit several errors; only the first one before "ready" matters. Later ones
+      // (the VM went away) surface as failed commands and as the session's fault.
+      client.on("error", (err) => {
+        reject(err);
+        client.end();
+      });
       client.connect({
         host: "127.0.0.1",
         port: opts.port,
@@ -135,6 +140,7 @@ export class GuestChannel {
       `mkdir -p ${shellQuote(remoteDir)} && tar -xf - -C ${shellQuote(remoteDir)}`,
     );
     const done = channelResult(channel, `copy ${localPath} into the guest`);
+    channel.resume(); // nothing to read, but the channel only closes once its output is drained
     const archive = (await stat(localPath)).isDirectory()
       ? tar.c(
           { cwd: localPath, prefix: name, portable: true, filter: (p) => !p.split("/").includes(".git") },

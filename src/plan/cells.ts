@@ -15,7 +15,9 @@ export function staticSkip(test: TestSpec, arch: Arch, kernelRelease: string): s
   if (!min) return undefined;
   const have = kernelVersion(kernelRelease);
   const need = semver.coerce(min)?.version ?? min;
-  return semver.lt(have, need) ? `kernel ${have} is older than ${min}, the minimum for ${test.name} on ${arch}` : undefined;
+  return semver.lt(have, need)
+    ? `kernel ${have} is older than ${min}, the minimum for ${test.name} on ${arch}`
+    : undefined;
 }
 
 export type Outcome = { verdict: "pass" | "skip" | "fail" | "error"; reason?: string };
@@ -28,7 +30,8 @@ export function prerequisiteOutcome(test: TestSpec, done: Map<string, Outcome>):
   for (const need of test.needs) {
     const prior = done.get(need);
     if (!prior || prior.verdict === "pass") continue;
-    if (prior.verdict === "skip") return { verdict: "skip", reason: `needs ${need}, which was skipped: ${prior.reason ?? ""}`.trim() };
+    if (prior.verdict === "skip")
+      return { verdict: "skip", reason: `needs ${need}, which was skipped: ${prior.reason ?? ""}`.trim() };
     if (prior.verdict === "fail") return { verdict: "fail", reason: `needs ${need}, which failed` };
     return { verdict: "error", reason: `needs ${need}, which could not run: ${prior.reason ?? ""}`.trim() };
   }
@@ -44,7 +47,10 @@ export function commandOutcome(
   if (result.exitCode === 0) return { verdict: "pass" };
   if (result.exitCode !== undefined && test.unsupportedExitCodes.includes(result.exitCode)) {
     const last = lastLine(result.stderr) || lastLine(result.stdout);
-    return { verdict: "skip", reason: `not supported here (exit ${result.exitCode})${last ? `: ${last}` : ""}` };
+    return {
+      verdict: "skip",
+      reason: `not supported here (exit ${result.exitCode})${last ? `: ${last}` : ""}`,
+    };
   }
   return { verdict: "fail", reason: `exit code ${result.exitCode ?? "none"}` };
 }

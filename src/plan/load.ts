@@ -31,7 +31,9 @@ export async function loadPlan(plan: string, cwd = process.cwd()): Promise<Plan>
   try {
     text = await readFile(file, "utf8");
   } catch {
-    throw new UsageError(isFile ? `${plan}: plan file not found` : `no built-in plan "${plan}" (give a plan file path instead)`);
+    throw new UsageError(
+      isFile ? `${plan}: plan file not found` : `no built-in plan "${plan}" (give a plan file path instead)`,
+    );
   }
   return parsePlan(text, isFile ? plan : `${plan} (built-in)`, dirname(file));
 }
@@ -42,8 +44,16 @@ export function parsePlan(text: string, origin: string, baseDir: string): Plan {
   const fail = (msg: string): never => {
     throw new UsageError(`${origin}: ${msg}`);
   };
-  unique(file.builders.map((b) => b.name), "builders", fail);
-  unique(file.tests.map((t) => t.name), "tests", fail);
+  unique(
+    file.builders.map((b) => b.name),
+    "builders",
+    fail,
+  );
+  unique(
+    file.tests.map((t) => t.name),
+    "tests",
+    fail,
+  );
   const builderNames = new Set(file.builders.map((b) => b.name));
   file.builders.forEach((b, i) => {
     for (const need of b.needs)
@@ -53,12 +63,23 @@ export function parsePlan(text: string, origin: string, baseDir: string): Plan {
   const earlier = new Set<string>();
   file.tests.forEach((t, i) => {
     for (const need of t.needs)
-      if (!earlier.has(need)) fail(`tests[${i}].needs: "${need}" is not a test that comes before "${t.name}"`);
+      if (!earlier.has(need))
+        fail(`tests[${i}].needs: "${need}" is not a test that comes before "${t.name}"`);
     for (const use of t.uses) if (!builderNames.has(use)) fail(`tests[${i}].uses: no builder named "${use}"`);
     earlier.add(t.name);
   });
-  const sources = Object.entries(file.sources).map(([name, spec]) => ({ name, location: parseSource(spec, baseDir) }));
-  return { name: file.name, description: file.description, origin, sources, builders: builderOrder(file.builders, fail), tests: file.tests };
+  const sources = Object.entries(file.sources).map(([name, spec]) => ({
+    name,
+    location: parseSource(spec, baseDir),
+  }));
+  return {
+    name: file.name,
+    description: file.description,
+    origin,
+    sources,
+    builders: builderOrder(file.builders, fail),
+    tests: file.tests,
+  };
 }
 
 /** `https://host/repo.git@v1.2` (or any `scheme://…@ref`, `git@host:repo@ref`) → git; anything else a directory. */

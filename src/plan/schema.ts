@@ -1,7 +1,9 @@
 import { z } from "zod";
 import { ARCHES } from "../config/types.js";
 
-const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "expected a name of letters, digits, '.', '_' or '-'");
+const Name = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "expected a name of letters, digits, '.', '_' or '-'");
 const KernelVersion = z.string().regex(/^\d+\.\d+(\.\d+)?$/, 'expected a kernel version such as "5.8"');
 const Seconds = z.number().int().positive();
 

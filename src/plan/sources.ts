@@ -9,18 +9,27 @@ import type { SourceRef } from "./load.js";
  * Every source as a local directory: directories as they are, `git-url@ref` checked out once into
  * the cache (git runs without a shell; the URL and ref are plain arguments).
  */
-export async function materializeSources(sources: SourceRef[], log: (l: string) => void): Promise<Map<string, string>> {
+export async function materializeSources(
+  sources: SourceRef[],
+  log: (l: string) => void,
+): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const s of sources) {
     if (s.location.kind === "dir") {
-      const isDir = await stat(s.location.path).then((st) => st.isDirectory(), () => false);
+      const isDir = await stat(s.location.path).then(
+        (st) => st.isDirectory(),
+        () => false,
+      );
       if (!isDir) throw new UsageError(`source ${s.name}: ${s.location.path} is not a directory`);
       out.set(s.name, s.location.path);
       continue;
     }
     const { url, ref } = s.location;
     const dir = join(cacheRoot(), "sources", `${s.name}-${contentKey({ url, ref })}`);
-    const have = await stat(join(dir, ".git")).then(() => true, () => false);
+    const have = await stat(join(dir, ".git")).then(
+      () => true,
+      () => false,
+    );
     if (!have) {
       log(`fetching ${url} at ${ref}`);
       await rm(dir, { recursive: true, force: true });
@@ -32,7 +41,9 @@ export async function materializeSources(sources: SourceRef[], log: (l: string) 
         await git(["checkout", "-q", "FETCH_HEAD"]);
       } catch (err) {
         await rm(dir, { recursive: true, force: true });
-        throw new Error(`source ${s.name}: cannot fetch ${url} at ${ref}: ${(err as { stderr?: string }).stderr ?? err}`);
+        throw new Error(
+          `source ${s.name}: cannot fetch ${url} at ${ref}: ${(err as { stderr?: string }).stderr ?? err}`,
+        );
       }
     }
     out.set(s.name, dir);

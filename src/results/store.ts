@@ -24,14 +24,20 @@ export class ResultStore {
         break;
       case "machine-ended":
         if (this.run) {
-          this.run.machines = [...this.run.machines.filter((m) => m.machineId !== event.machine.machineId), event.machine];
+          this.run.machines = [
+            ...this.run.machines.filter((m) => m.machineId !== event.machine.machineId),
+            event.machine,
+          ];
           this.writeRun();
         }
         break;
       case "builder-ended":
         if (this.run) {
           const r = event.record;
-          this.run.builders = [...this.run.builders.filter((b) => b.builder !== r.builder || b.arch !== r.arch), r];
+          this.run.builders = [
+            ...this.run.builders.filter((b) => b.builder !== r.builder || b.arch !== r.arch),
+            r,
+          ];
           this.writeRun();
         }
         this.writeJson(join("builders", event.record.arch, `${event.record.builder}.json`), event.record);
@@ -90,6 +96,7 @@ export async function readExisting(dir: string): Promise<{
   const cells: CellRecord[] = [];
   for (const machineId of await readdir(join(dir, "cells")).catch(() => [] as string[]))
     for (const f of await readdir(join(dir, "cells", machineId)))
-      if (f.endsWith(".json")) cells.push(JSON.parse(await readFile(join(dir, "cells", machineId, f), "utf8")));
+      if (f.endsWith(".json"))
+        cells.push(JSON.parse(await readFile(join(dir, "cells", machineId, f), "utf8")));
   return { run, cells, builders: run.builders };
 }

@@ -4,8 +4,8 @@ import type { Arch, Machine, Matrix } from "../config/types.js";
 import { launchMachine } from "../guest/launch.js";
 import { BootError, GuestFault, type MachineSession } from "../guest/session.js";
 import type { MachineImage } from "../images/index.js";
-import type { Plan } from "../plan/load.js";
 import { commandOutcome, type Outcome, prerequisiteOutcome, staticSkip } from "../plan/cells.js";
+import type { Plan } from "../plan/load.js";
 import type { BuilderSpec, TestSpec } from "../plan/schema.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../results/types.js";
 import { shellQuote } from "../util/shell-quote.js";
@@ -13,7 +13,12 @@ import type { EventBus } from "./events.js";
 import { runPool } from "./pool.js";
 
 /** Where things live inside every machine. */
-export const GUEST = { root: "/kmatrix", src: "/kmatrix/src", artifacts: "/kmatrix/artifacts", out: "/kmatrix/out" };
+export const GUEST = {
+  root: "/kmatrix",
+  src: "/kmatrix/src",
+  artifacts: "/kmatrix/artifacts",
+  out: "/kmatrix/out",
+};
 
 export interface EngineOptions {
   matrix: Matrix;
@@ -89,7 +94,8 @@ async function runBuilder(
     if (!o.signal.aborted) o.bus.emit({ type: "builder-ended", record: r });
     return r;
   };
-  if (!machine) return finish({ ...base, ok: false, reason: `no machine ${b.machine} for ${arch} in the matrix` });
+  if (!machine)
+    return finish({ ...base, ok: false, reason: `no machine ${b.machine} for ${arch} in the matrix` });
   for (const need of b.needs) {
     const r = await results.get(builderKey(arch, need));
     if (!r?.ok) return finish({ ...base, ok: false, reason: `needs builder ${need}, which failed` });
@@ -99,7 +105,12 @@ async function runBuilder(
   const step = `builder:${b.name}`;
   let session: MachineSession | undefined;
   try {
-    const launched = await boot(o, machine, "builder", join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`));
+    const launched = await boot(
+      o,
+      machine,
+      "builder",
+      join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`),
+    );
     session = launched.session;
     await provision(o, session, arch, b.needs);
     const out = `${GUEST.out}/${b.name}`;
@@ -109,8 +120,10 @@ async function runBuilder(
       onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
     });
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
-    if (result.timedOut) return finish({ ...base, ok: false, reason: `timed out after ${b.timeoutSec} s`, outputTail });
-    if (result.exitCode !== 0) return finish({ ...base, ok: false, reason: `exit code ${result.exitCode}`, outputTail });
+    if (result.timedOut)
+      return finish({ ...base, ok: false, reason: `timed out after ${b.timeoutSec} s`, outputTail });
+    if (result.exitCode !== 0)
+      return finish({ ...base, ok: false, reason: `exit code ${result.exitCode}`, outputTail });
     const dest = join(o.outDir, "artifacts", arch);
     await mkdir(dest, { recursive: true });
     await session.copyOut(out, dest);
@@ -119,7 +132,10 @@ async function runBuilder(
       ...base,
       ok: true,
       durationMs: Date.now() - started,
-      artifacts: listing.stdout.split("\n").filter(Boolean).map((f) => f.replace(/^\.\//, "")),
+      artifacts: listing.stdout
+        .split("\n")
+        .filter(Boolean)
+        .map((f) => f.replace(/^\.\//, "")),
       outputTail,
     });
   } catch (err) {
@@ -129,13 +145,20 @@ async function runBuilder(
   }
 }
 
-async function runMachine(o: EngineOptions, machine: Machine, builders: Map<string, Promise<BuilderRecord>>): Promise<void> {
+async function runMachine(
+  o: EngineOptions,
+  machine: Machine,
+  builders: Map<string, Promise<BuilderRecord>>,
+): Promise<void> {
   const summary: MachineSummary = { machineId: machine.id, machine: machine.name, arch: machine.arch };
   const done = new Map<string, Outcome>();
   for (const [key, rec] of o.kept) if (key.startsWith(`${machine.id}/`)) done.set(rec.test, rec);
   // Tests still to run, plus the prerequisites they need again in this fresh machine.
-  const pending = new Set(o.plan.tests.filter((t) => !o.kept.has(cellKey(machine.id, t.name))).map((t) => t.name));
-  for (const t of [...o.plan.tests].reverse()) if (pending.has(t.name)) for (const n of t.needs) pending.add(n);
+  const pending = new Set(
+    o.plan.tests.filter((t) => !o.kept.has(cellKey(machine.id, t.name))).map((t) => t.name),
+  );
+  for (const t of [...o.plan.tests].reverse())
+    if (pending.has(t.name)) for (const n of t.needs) pending.add(n);
   const cell = (test: TestSpec, outcome: Outcome, extra: Partial<CellRecord> = {}) => {
     done.set(test.name, outcome);
     if (o.signal.aborted) return;
@@ -151,7 +174,8 @@ async function runMachine(o: EngineOptions, machine: Machine, builders: Map<stri
     o.bus.emit({ type: "cell", record });
   };
   const errorAll = (reason: string, console?: string) => {
-    for (const t of o.plan.tests) if (pending.has(t.name) && !done.has(t.name)) cell(t, { verdict: "error", reason }, { console });
+    for (const t of o.plan.tests)
+      if (pending.has(t.name) && !done.has(t.name)) cell(t, { verdict: "error", reason }, { console });
   };
 
   let session: MachineSession | undefined;
@@ -217,28 +241,51 @@ async function runMachine(o: EngineOptions, machine: Machine, builders: Map<stri
       try {
         const result = await session.run(guestCommand(test.command, machine.arch), {
           timeoutMs: test.timeoutSec * 1000,
-          onStdout: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step: test.name, chunk }),
-          onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step: test.name, chunk }),
+          onStdout: (chunk) =>
+            o.bus.emit({ type: "step-output", machineId: machine.id, step: test.name, chunk }),
+          onStderr: (chunk) =>
+            o.bus.emit({ type: "step-output", machineId: machine.id, step: test.name, chunk }),
         });
         const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
-        const facts = { ...base, exitCode: result.exitCode, timedOut: result.timedOut, durationMs: Date.now() - t0, outputTail };
+        const facts = {
+          ...base,
+          exitCode: result.exitCode,
+          timedOut: result.timedOut,
+          durationMs: Date.now() - t0,
+          outputTail,
+        };
         const newOops = session.oopses.slice(oopsesBefore);
         const dmesg = await kernelWarnings(session);
         if (newOops.length) {
           dead = `the kernel oopsed during ${test.name}`;
-          cell(test, { verdict: "fail", reason: `kernel oops: ${newOops[0]}` }, { ...facts, dmesg, console: session.vm.consoleTail(60) });
+          cell(
+            test,
+            { verdict: "fail", reason: `kernel oops: ${newOops[0]}` },
+            { ...facts, dmesg, console: session.vm.consoleTail(60) },
+          );
         } else {
           cell(test, commandOutcome(test, result), { ...facts, dmesg });
         }
       } catch (err) {
         if (o.signal.aborted) return;
         if (err instanceof GuestFault) {
-          dead = err.kind === "panic" ? `the kernel panicked during ${test.name}` : `the machine died during ${test.name}`;
+          dead =
+            err.kind === "panic"
+              ? `the kernel panicked during ${test.name}`
+              : `the machine died during ${test.name}`;
           const verdict = err.kind === "panic" ? "fail" : "error";
-          cell(test, { verdict, reason: err.message }, { ...base, durationMs: Date.now() - t0, console: err.consoleTail });
+          cell(
+            test,
+            { verdict, reason: err.message },
+            { ...base, durationMs: Date.now() - t0, console: err.consoleTail },
+          );
         } else {
           dead = `lost the machine during ${test.name}: ${harnessReason(err)}`;
-          cell(test, { verdict: "error", reason: harnessReason(err) }, { ...base, durationMs: Date.now() - t0 });
+          cell(
+            test,
+            { verdict: "error", reason: harnessReason(err) },
+            { ...base, durationMs: Date.now() - t0 },
+          );
         }
       }
     }
@@ -272,14 +319,24 @@ async function boot(
 }
 
 /** Sources and the artifacts of the given builders, where every command expects them. */
-async function provision(o: EngineOptions, session: MachineSession, arch: Arch, builders: string[]): Promise<void> {
+async function provision(
+  o: EngineOptions,
+  session: MachineSession,
+  arch: Arch,
+  builders: string[],
+): Promise<void> {
   for (const [name, dir] of o.sources) await session.copyIn(dir, GUEST.src, name);
   for (const b of builders) await session.copyIn(join(o.outDir, "artifacts", arch, b), GUEST.artifacts, b);
   await session.run(`mkdir -p ${GUEST.src} ${GUEST.artifacts} ${GUEST.out}`);
 }
 
 /** The plan's command, run by the guest's shell with kmatrix's environment, from /kmatrix. */
-function guestCommand(command: string, arch: Arch, env: Record<string, string> = {}, mkdirFirst?: string): string {
+function guestCommand(
+  command: string,
+  arch: Arch,
+  env: Record<string, string> = {},
+  mkdirFirst?: string,
+): string {
   const vars = { KMATRIX_SRC: GUEST.src, KMATRIX_ARTIFACTS: GUEST.artifacts, KMATRIX_ARCH: arch, ...env };
   const exports = Object.entries(vars).map(([k, v]) => `${k}=${shellQuote(v)}`);
   const prep = mkdirFirst ? `mkdir -p ${shellQuote(mkdirFirst)} && ` : "";

@@ -6,7 +6,12 @@ import { UsageError } from "./errors.js";
  * YAML text → a value validated by `schema`. Every problem is a one-line UsageError that starts
  * with `origin` (the file) and names the field: `kmatrix.yaml: machines[2].arch: expected ...`.
  */
-export function parseYamlFile<S extends z.ZodType>(text: string, origin: string, schema: S, emptyHint: string): z.output<S> {
+export function parseYamlFile<S extends z.ZodType>(
+  text: string,
+  origin: string,
+  schema: S,
+  emptyHint: string,
+): z.output<S> {
   const doc = parseDocument(text);
   const yamlErr = doc.errors[0];
   if (yamlErr) {
@@ -98,4 +103,3 @@ function show(v: unknown): string {
   const s = JSON.stringify(v) ?? String(v);
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
-

@@ -6,7 +6,16 @@ const kmatrix = (args: string[]) => execa("node", [CLI, ...args], { reject: fals
 
 describe("kmatrix shell", () => {
   it("prints a 6.1 kernel release on x86_64 and exits with the command's code", async () => {
-    const r = await kmatrix(["shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sh", "-c", "uname -r; exit 5"]);
+    const r = await kmatrix([
+      "shell",
+      "debian-bookworm-6.1",
+      "--arch",
+      "x86_64",
+      "--",
+      "sh",
+      "-c",
+      "uname -r; exit 5",
+    ]);
     expect(r.stdout).toMatch(/^6\.1\.\S+-amd64\n$/);
     expect(r.exitCode).toBe(5);
   });
@@ -18,10 +27,14 @@ describe("kmatrix shell", () => {
   });
 
   it("tears the VM down within 5 s of SIGINT", async () => {
-    const child = execa("node", [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"], {
-      reject: false,
-      all: true,
-    });
+    const child = execa(
+      "node",
+      [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"],
+      {
+        reject: false,
+        all: true,
+      },
+    );
     await new Promise<void>((resolve) =>
       child.all?.on("data", (c: Buffer) => {
         if (c.toString().includes("ready in")) resolve();
@@ -37,10 +50,14 @@ describe("kmatrix shell", () => {
   });
 
   it("leaves no QEMU behind when killed with SIGKILL, and clean removes its scratch files", async () => {
-    const child = execa("node", [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"], {
-      reject: false,
-      all: true,
-    });
+    const child = execa(
+      "node",
+      [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"],
+      {
+        reject: false,
+        all: true,
+      },
+    );
     await new Promise<void>((resolve) =>
       child.all?.on("data", (c: Buffer) => {
         if (c.toString().includes("ready in")) resolve();

@@ -1,6 +1,6 @@
 import { execa } from "execa";
-import { parseMatrix } from "../../src/config/load.js";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "../../src/config/default.js";
+import { parseMatrix } from "../../src/config/load.js";
 import type { Arch, Machine, Matrix } from "../../src/config/types.js";
 
 /** Integration tests use the embedded default matrix, whatever kmatrix.yaml the checkout has. */
@@ -15,9 +15,7 @@ export function machine(name: string, arch: Arch): Machine {
 /** QEMU processes whose command line mentions `needle` (a run directory), or any when omitted. */
 export async function qemuProcesses(needle = "qemu-system"): Promise<string[]> {
   const { stdout } = await execa("pgrep", ["-a", "-f", "qemu-system-"], { reject: false });
-  return stdout
-    .split("\n")
-    .filter((l) => l.includes(needle) && !l.includes("pgrep"));
+  return stdout.split("\n").filter((l) => l.includes(needle) && !l.includes("pgrep"));
 }
 
 export const CLI = new URL("../../dist/src/cli/main.js", import.meta.url).pathname;

@@ -41,7 +41,9 @@ describe.each<Arch>(["x86_64", "aarch64"])("debian-bookworm-6.1 on %s", (arch) =
     expect(failing).toMatchObject({ exitCode: 7, stdout: "out\n", stderr: "err\n", timedOut: false });
     expect(chunks.join("")).toBe("err\n");
     // What drivers need is mounted, and the kernel's own headers are there to build against.
-    const env = await session.run("mount | grep -c -E 'debugfs|tracefs|bpf'; test -e /lib/modules/$(uname -r)/build/Makefile && echo headers");
+    const env = await session.run(
+      "mount | grep -c -E 'debugfs|tracefs|bpf'; test -e /lib/modules/$(uname -r)/build/Makefile && echo headers",
+    );
     expect(env.stdout).toMatch(/^[3-9]\nheaders\n$/);
   });
 
@@ -51,7 +53,9 @@ describe.each<Arch>(["x86_64", "aarch64"])("debian-bookworm-6.1 on %s", (arch) =
     await mkdir(join(local, "tree/sub"), { recursive: true });
     await writeFile(join(local, "tree/sub/file.txt"), "hello from the host\n");
     await session.copyIn(join(local, "tree"), "/kmatrix/in");
-    const seen = await session.run("cat /kmatrix/in/tree/sub/file.txt && echo made-in-guest > /kmatrix/in/tree/sub/back.txt");
+    const seen = await session.run(
+      "cat /kmatrix/in/tree/sub/file.txt && echo made-in-guest > /kmatrix/in/tree/sub/back.txt",
+    );
     expect(seen.stdout).toBe("hello from the host\n");
     const back = join(local, "back");
     await mkdir(back);

@@ -2,8 +2,8 @@ import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { buildOnce, contentKey } from "../../src/images/cache.js";
 import { ensureKeyPair } from "../../src/guest/keys.js";
+import { buildOnce, contentKey } from "../../src/images/cache.js";
 import { shellJoin } from "../../src/util/shell-quote.js";
 
 describe("contentKey", () => {

@@ -11,39 +11,39 @@ const base = {
   pidFile: "/run/qemu.pid",
 } as const;
 
-const after = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
+const valuesOf = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
 describe("qemuArgs", () => {
   it("forwards SSH on loopback only and isolates the guest", () => {
     const args = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
-    expect(after(args, "-netdev")).toEqual(["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]);
+    expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]);
   });
 
   it("escapes commas in the disk path", () => {
     const args = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
-    expect(after(args, "-drive")[0]).toContain("file=/run/a,,b/disk.qcow2,");
+    expect(valuesOf(args, "-drive")[0]).toContain("file=/run/a,,b/disk.qcow2,");
   });
 
   it("uses q35 + PCI virtio on x86_64 and MMIO virtio on microvm", () => {
     const q35 = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
-    expect(after(q35, "-M")).toEqual(["q35"]);
-    expect(after(q35, "-device")).toContain("virtio-blk-pci,drive=root");
+    expect(valuesOf(q35, "-M")).toEqual(["q35"]);
+    expect(valuesOf(q35, "-device")).toContain("virtio-blk-pci,drive=root");
     const micro = qemuArgs({ ...base, arch: "x86_64", accel: "tcg", x86Machine: "microvm" });
-    expect(after(micro, "-M")[0]).toMatch(/^microvm,/);
-    expect(after(micro, "-device")).toContain("virtio-blk-device,drive=root");
+    expect(valuesOf(micro, "-M")[0]).toMatch(/^microvm,/);
+    expect(valuesOf(micro, "-device")).toContain("virtio-blk-device,drive=root");
   });
 
   it("picks a fast emulated CPU on aarch64 and the host CPU under KVM", () => {
     const tcg = qemuArgs({ ...base, arch: "aarch64", accel: "tcg" });
-    expect(after(tcg, "-cpu")).toEqual(["neoverse-n1"]);
-    expect(after(tcg, "-append")[0]).toContain("console=ttyAMA0");
+    expect(valuesOf(tcg, "-cpu")).toEqual(["neoverse-n1"]);
+    expect(valuesOf(tcg, "-append")[0]).toContain("console=ttyAMA0");
     const kvm = qemuArgs({ ...base, arch: "aarch64", accel: "kvm" });
-    expect(after(kvm, "-cpu")).toEqual(["host"]);
+    expect(valuesOf(kvm, "-cpu")).toEqual(["host"]);
   });
 
   it("turns a panic into QEMU exiting", () => {
     const args = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
     expect(args).toContain("-no-reboot");
-    expect(after(args, "-append")[0]).toContain("panic=-1");
+    expect(valuesOf(args, "-append")[0]).toContain("panic=-1");
   });
 });

@@ -1,0 +1,217 @@
+/**
+ * checkReportsAgree(runDir): re-reads the rendered reports of a run (markdown, JUnit, summary, the
+ * scap-open layout, the HTML pages) and checks that each says, for every cell, what the results say.
+ * It parses the files as a consumer would, not through the renderers, so it catches renderer bugs.
+ * Returns the disagreements, one line each; an empty list means the reports agree.
+ */
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { JUNIT_TYPE } from "./junit.js";
+import { archesOf, type Cell, type CellVerdict, type LoadedRun, loadRun, rowsOf } from "./load.js";
+import { MARKDOWN_FILE } from "./markdown.js";
+import { scapOpenPath } from "./scap-open-layout.js";
+import type { Summary } from "./summary.js";
+import { slugger } from "./text.js";
+import { BASELINE_HEADING, headingOf, SYMBOL } from "./verdicts.js";
+
+const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'", "#10": "\n" };
+const unescapeXml = (s: string) =>
+  s.replace(/&(amp|lt|gt|quot|#39|#10);/g, (_, e: string) => ENTITIES[e] ?? "");
+const attrsOf = (s: string) =>
+  Object.fromEntries([...s.matchAll(/([\w-]+)="([^"]*)"/g)].map((m) => [m[1], unescapeXml(m[2] ?? "")]));
+const key = (machineId: string, test: string) => `${machineId} ${test}`;
+
+async function read(file: string, problems: string[]): Promise<string | undefined> {
+  try {
+    return await readFile(file, "utf8");
+  } catch {
+    problems.push(`${file}: missing`);
+    return undefined;
+  }
+}
+
+/** Compares what a report says per cell with the results; `said` has one entry per cell it shows. */
+function compare(name: string, run: LoadedRun, said: Map<string, CellVerdict>, problems: string[]) {
+  for (const c of run.cells) {
+    const v = said.get(key(c.machineId, c.test));
+    if (v !== c.verdict)
+      problems.push(`${name}: ${key(c.machineId, c.test)} is ${v ?? "absent"}, expected ${c.verdict}`);
+  }
+  const grid = new Set(run.cells.map((c) => key(c.machineId, c.test)));
+  for (const k of said.keys()) if (!grid.has(k)) problems.push(`${name}: ${k} is not a cell of the run`);
+}
+
+function checkSummary(run: LoadedRun, text: string, problems: string[]) {
+  const s = JSON.parse(text) as Summary;
+  compare("summary.json", run, new Map(s.cells.map((c) => [key(c.machineId, c.test), c.verdict])), problems);
+  for (const c of run.cells) {
+    const sc = s.cells.find((x) => x.machineId === c.machineId && x.test === c.test);
+    if (sc && sc.reason !== c.reason)
+      problems.push(`summary.json: ${key(c.machineId, c.test)} has another reason`);
+  }
+  for (const arch of archesOf(run)) {
+    for (const [v, n] of Object.entries(s.arches[arch]?.counts ?? {})) {
+      const expected = run.cells.filter((c) => c.arch === arch && c.verdict === v).length;
+      if (n !== expected) problems.push(`summary.json: ${arch} counts ${n} ${v}, expected ${expected}`);
+    }
+  }
+}
+
+function checkJunit(run: LoadedRun, xml: string, problems: string[]) {
+  const said = new Map<string, CellVerdict>();
+  const byType = Object.fromEntries(Object.entries(JUNIT_TYPE).map(([v, t]) => [t, v as CellVerdict]));
+  for (const m of xml.matchAll(/<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g)) {
+    const a = attrsOf(m[1] ?? "");
+    const child = /<(skipped|failure|error)\b([^>]*?)\/?>/.exec(m[2] ?? "");
+    const type = attrsOf(child?.[2] ?? "").type ?? "";
+    const v = !child
+      ? "pass"
+      : child[1] === "skipped"
+        ? "skip"
+        : child[1] === "failure"
+          ? "fail"
+          : byType[type];
+    said.set(key(a.classname ?? "", a.name ?? ""), v ?? (`unknown error type ${type}` as CellVerdict));
+  }
+  compare("junit.xml", run, said, problems);
+  const root = attrsOf(/<testsuites\b([^>]*)>/.exec(xml)?.[1] ?? "");
+  const n = (...vs: CellVerdict[]) => String(run.cells.filter((c) => vs.includes(c.verdict)).length);
+  const want = {
+    tests: String(run.cells.length),
+    failures: n("fail"),
+    errors: n("error", "missing"),
+    skipped: n("skip"),
+  };
+  for (const [k, v] of Object.entries(want))
+    if (root[k] !== v) problems.push(`junit.xml: <testsuites ${k}="${root[k]}">, expected ${v}`);
+}
+
+const SECTION_LABEL: Record<Exclude<CellVerdict, "pass">, string> = {
+  skip: "Skipped Condition:",
+  fail: "Msg:",
+  error: "Harness error (not a driver failure):",
+  missing: "Missing:",
+};
+
+function checkMarkdown(
+  run: LoadedRun,
+  arch: LoadedRun["machines"][number]["arch"],
+  md: string,
+  problems: string[],
+) {
+  const name = MARKDOWN_FILE[arch];
+  const lines = md.split("\n");
+  const split = (l: string) =>
+    l
+      .replace(/^\|\s*|\s*\|$/g, "")
+      .split(/\s*(?<!\\)\|\s*/)
+      .map((x) => x.replace(/\\\|/g, "|"));
+  const header = split(lines[0] ?? "");
+  if (header[0] !== "Kernel" || header.slice(1).join("\0") !== run.tests.join("\0"))
+    problems.push(`${name}: header is ${lines[0]}`);
+
+  // Anchors as GitHub makes them from the headings in document order.
+  const headings = [...md.matchAll(/^# (.+)$/gm)].map((m) => ({ text: m[1] ?? "", at: m.index ?? 0 }));
+  const slug = slugger();
+  if (headings[0]?.text !== BASELINE_HEADING) slug(BASELINE_HEADING); // reserved, as the renderer does
+  const sections = new Map(
+    headings.map((h, i) => [
+      slug(h.text),
+      { text: h.text, body: md.slice(h.at, headings[i + 1]?.at ?? md.length) },
+    ]),
+  );
+
+  const said = new Map<string, CellVerdict>();
+  const rows = rowsOf(run, arch);
+  const tableRows = lines.slice(2, lines.indexOf("")).map(split);
+  if (tableRows.map((r) => r[0]).join("\0") !== rows.map((r) => r.machine.machine).join("\0"))
+    problems.push(`${name}: rows are not the run's ${arch} machines sorted by name`);
+  for (const r of tableRows) {
+    const m = rows.find((x) => x.machine.machine === r[0]);
+    r.slice(1).forEach((cell, i) => {
+      const test = run.tests[i] ?? "?";
+      const id = key(m?.machine.machineId ?? `${r[0]}?`, test);
+      const link = /^\[(.+)\]\(#(.+)\)$/.exec(cell);
+      const symbol = link ? link[1] : cell;
+      const v = (Object.entries(SYMBOL).find(([, s]) => s === symbol)?.[0] ??
+        `symbol ${symbol}`) as CellVerdict;
+      said.set(id, v);
+      if ((v === "pass") !== !link)
+        problems.push(`${name}: ${id}: ${v} cell ${link ? "has" : "lacks"} a link`);
+      if (!link) return;
+      const section = sections.get(link[2] ?? "");
+      if (section?.text !== headingOf({ machine: r[0] ?? "", test }))
+        problems.push(
+          `${name}: ${id}: link #${link[2]} leads to ${section ? `"# ${section.text}"` : "no heading"}`,
+        );
+      else if (v !== "pass" && !section.body.includes(`\n\n${SECTION_LABEL[v]}\n`))
+        problems.push(`${name}: ${id}: its section lacks "${SECTION_LABEL[v]}"`);
+    });
+  }
+  compare(name, { ...run, cells: run.cells.filter((c) => c.arch === arch) }, said, problems);
+}
+
+async function checkScapOpen(run: LoadedRun, reportDir: string, problems: string[]) {
+  const said = new Map<string, CellVerdict>();
+  for (const c of run.cells) {
+    const rel = scapOpenPath(c.arch, c.machine, c.test);
+    const text = await read(path.join(reportDir, rel), problems);
+    if (!text) continue;
+    const r = JSON.parse(text);
+    said.set(key(c.machineId, c.test), r.verdict);
+    // What a tool for the original concludes: skipped → 🟡, rc != 0 → ❌, else 🟢.
+    const original = r.skipped ? "skip" : r.rc !== 0 ? "bad" : "pass";
+    const expected = c.verdict === "skip" || c.verdict === "pass" ? c.verdict : "bad";
+    if (original !== expected || !Number.isInteger(r.rc))
+      problems.push(
+        `${rel}: reads as ${original} (rc ${r.rc}) to the original's tools, expected ${expected}`,
+      );
+    if (r.false_condition !== (c.verdict === "skip" ? (c.reason ?? "") : ""))
+      problems.push(`${rel}: false_condition is not the skip reason`);
+  }
+  compare("scap-open-test", run, said, problems);
+  let files = 0;
+  for (const arch of archesOf(run)) {
+    const dir = path.join(reportDir, arch, "scap-open-test");
+    for (const m of await readdir(dir).catch(() => [])) files += (await readdir(path.join(dir, m))).length;
+  }
+  if (files !== run.cells.length)
+    problems.push(`scap-open-test: ${files} files for ${run.cells.length} cells`);
+}
+
+function checkHtml(run: LoadedRun, arch: Cell["arch"], html: string, problems: string[]) {
+  const name = `html/${arch}.html`;
+  const said = new Map<string, CellVerdict>();
+  const dialogs = new Map(
+    [...html.matchAll(/<dialog\b([^>]*)>/g)].map((m) => attrsOf(m[1] ?? "")).map((a) => [a.id, a]),
+  );
+  for (const m of html.matchAll(/<td\b([^>]*)>(.*?)<\/td>/g)) {
+    const a = attrsOf(m[1] ?? "");
+    if (!a["data-machine-id"]) continue;
+    const id = key(a["data-machine-id"], a["data-test"] ?? "");
+    said.set(id, a["data-verdict"] as CellVerdict);
+    const open = attrsOf(m[2] ?? "")["data-open"];
+    const d = open ? dialogs.get(open) : undefined;
+    if (a["data-verdict"] !== "pass" && (!d || key(d["data-machine-id"] ?? "", d["data-test"] ?? "") !== id))
+      problems.push(`${name}: ${id}: no dialog for this cell`);
+  }
+  compare(name, { ...run, cells: run.cells.filter((c) => c.arch === arch) }, said, problems);
+}
+
+export async function checkReportsAgree(runDir: string): Promise<string[]> {
+  const run = await loadRun(runDir);
+  const dir = path.join(runDir, "report");
+  const problems: string[] = [];
+  const summary = await read(path.join(dir, "summary.json"), problems);
+  if (summary) checkSummary(run, summary, problems);
+  const junit = await read(path.join(dir, "junit.xml"), problems);
+  if (junit) checkJunit(run, junit, problems);
+  for (const arch of archesOf(run)) {
+    const md = await read(path.join(dir, MARKDOWN_FILE[arch]), problems);
+    if (md) checkMarkdown(run, arch, md, problems);
+    const html = await read(path.join(dir, "html", `${arch}.html`), problems);
+    if (html) checkHtml(run, arch, html, problems);
+  }
+  await checkScapOpen(run, dir, problems);
+  return problems;
+}

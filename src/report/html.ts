@@ -1,0 +1,147 @@
+/**
+ * A self-contained static site (report/html/): index.html (glossary + summary per architecture) and
+ * one matrix page per architecture. No network, inline CSS/JS. Every matrix cell carries
+ * data-machine / data-machine-id / data-test / data-verdict; each non-green cell links to a <dialog>
+ * (id = the cell's Markdown anchor) holding its reason, output tail, dmesg and console excerpt.
+ */
+import type { Arch } from "../config/types.js";
+import { type RunDiff, renderBaselineSection } from "./diff.js";
+import { CSS, JS } from "./html-assets.js";
+import { archesOf, type Cell, type LoadedRun, rowsOf, VERDICTS } from "./load.js";
+import type { Summary } from "./summary.js";
+import { escapeXml as esc, formatDuration } from "./text.js";
+import { anchorsOf, headingOf, LEGEND, MEANING, SYMBOL } from "./verdicts.js";
+
+export const htmlFile = (arch: Arch) => `${arch}.html`;
+
+/** A run-directory file as a link from report/html/ (percent-encoded: machine ids hold `@`). */
+const runLink = (rel: string) => `../../${rel.split(/[\\/]/).map(encodeURIComponent).join("/")}`;
+
+function page(run: LoadedRun, title: string, body: string): string {
+  const nav = [
+    `<a href="index.html">Summary</a>`,
+    ...archesOf(run).map((a) => `<a href="${htmlFile(a)}">${a}</a>`),
+  ].join("");
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>${esc(title)}</title>
+<style>${CSS}</style>
+<noscript><style>dialog{display:block;position:static;width:auto;margin:1rem 0}</style></noscript>
+</head>
+<body>
+<header><nav>${nav}</nav><h1>${esc(title)}</h1></header>
+<main>
+${body}
+</main>
+<script>${JS}</script>
+</body>
+</html>
+`;
+}
+
+const counts = (c: Record<string, number>) =>
+  VERDICTS.map((v) => `<span title="${v}">${SYMBOL[v]} ${c[v] ?? 0}</span>`).join(" · ");
+
+function dialog(c: Cell, id: string, run: LoadedRun): string {
+  const r = c.record;
+  const pre = (label: string, text: string | undefined, cls: string) =>
+    text ? `<h3>${label}</h3><pre class="${cls}">${esc(text)}</pre>` : "";
+  const facts = [
+    r?.command && `command <code>${esc(r.command)}</code>`,
+    r?.exitCode !== undefined && `exit code ${r.exitCode}`,
+    r?.timedOut && "timed out",
+    r?.durationMs !== undefined && `took ${formatDuration(r.durationMs)}`,
+    r?.kernelRelease && `kernel ${esc(r.kernelRelease)}`,
+  ].filter(Boolean);
+  const links = [
+    c.logFile && `<a href="${runLink(c.logFile)}">full output</a>`,
+    c.verdict !== "skip" &&
+      run.consoles[c.machineId] &&
+      `<a href="${runLink(run.consoles[c.machineId] ?? "")}">whole console</a>`,
+  ].filter(Boolean);
+  const label =
+    c.verdict === "skip" ? "Skipped condition" : c.verdict === "error" ? "Harness error" : "Reason";
+  return `<dialog id="${esc(id)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}" aria-labelledby="${esc(id)}-h">
+<article>
+<div class="bar"><h2 id="${esc(id)}-h">${SYMBOL[c.verdict]} ${esc(headingOf(c))}</h2><form method="dialog"><button>Close</button></form></div>
+<p class="meaning">${esc(MEANING[c.verdict])}${c.verdict === "error" ? " (not a driver failure)" : ""}</p>
+${pre(label, c.reason, "reason")}${pre("Output (last lines)", r?.outputTail, "output")}${pre("Kernel warnings (dmesg)", r?.dmesg?.join("\n"), "dmesg")}${pre("Console excerpt", r?.console, "console")}
+${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${links.length ? `<p>${links.join(" · ")}</p>` : ""}
+</article>
+</dialog>`;
+}
+
+export function renderArchPage(run: LoadedRun, arch: Arch, diff?: RunDiff): string {
+  const rows = rowsOf(run, arch);
+  const cells = rows.flatMap((r) => r.cells);
+  const anchors = anchorsOf(cells);
+  const change = new Map(
+    (diff?.changes ?? []).map((c) => [`${c.machineId}\u0000${c.test}`, c.kind] as const),
+  );
+  const td = (c: Cell) => {
+    const kind = change.get(`${c.machineId}\u0000${c.test}`);
+    const attrs = `data-machine="${esc(c.machine)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}"${kind ? ` data-change="${kind}"` : ""}`;
+    const id = anchors.get(c);
+    const title = esc(`${c.test}: ${c.reason ?? c.verdict}`);
+    const inner = id
+      ? `<a href="#${esc(id)}" data-open="${esc(id)}" title="${title}">${SYMBOL[c.verdict]}</a>`
+      : `<span title="${esc(c.test)}: passed">${SYMBOL.pass}</span>`;
+    return `<td ${attrs}>${inner}</td>`;
+  };
+  const tr = ({ machine: m, cells: cs }: (typeof rows)[number]) => {
+    const green = cs.every((c) => c.verdict === "pass");
+    const sub = m.kernelRelease ? `<br><small>${esc(m.kernelRelease)}</small>` : "";
+    return `<tr data-machine="${esc(m.machine)}" data-machine-id="${esc(m.machineId)}"${green ? ' class="all-green"' : ""}><th scope="row">${esc(m.machine)}${sub}</th>${cs.map(td).join("")}</tr>`;
+  };
+  const body = `<p>${counts(Object.fromEntries(VERDICTS.map((v) => [v, cells.filter((c) => c.verdict === v).length])))}</p>
+<label class="filter"><input type="checkbox" id="only-problems"> Only problems (hide kernels where everything passed)</label>
+<div class="scroll"><table class="matrix" id="matrix">
+<thead><tr><th>Kernel</th>${run.tests.map((t) => `<th scope="col">${esc(t)}</th>`).join("")}</tr></thead>
+<tbody>
+${rows.map(tr).join("\n")}
+</tbody>
+</table></div>
+<p class="muted legend">${esc(LEGEND)}</p>
+${diff ? renderBaselineSection(diff, "html", arch) : ""}
+${[...anchors].map(([c, id]) => dialog(c, id, run)).join("\n")}`;
+  return page(run, `${arch} · run ${run.run.runId}`, body);
+}
+
+export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff): string {
+  const glossary = `<section><h2>Glossary</h2><dl class="glossary">${VERDICTS.map(
+    (v) => `<dt>${SYMBOL[v]}</dt><dd>${esc(MEANING[v])}</dd>`,
+  ).join("")}</dl></section>`;
+  const about = [
+    `plan <code>${esc(run.run.plan.name)}</code> (${run.tests.length} tests)`,
+    `kmatrix ${esc(summary.kmatrixVersion)}`,
+    `started ${esc(summary.startedAt)}`,
+    `run time ${formatDuration(summary.durationMs)}`,
+    ...(summary.interrupted ? ["<strong>interrupted</strong>"] : []),
+  ].join(" · ");
+  const arches = archesOf(run).map((arch) => {
+    const a = summary.arches[arch];
+    if (!a) return "";
+    const machines = a.machines
+      .map(
+        (m) =>
+          `<tr data-machine-id="${esc(m.machineId)}"><th scope="row">${esc(m.machine)}</th><td>${esc(m.kernelRelease ?? "")}</td><td>${esc(m.accel ?? "")}</td><td>${m.bootMs !== undefined ? formatDuration(m.bootMs) : ""}</td><td>${esc(m.error ?? "")}</td></tr>`,
+      )
+      .join("\n");
+    return `<section data-arch="${arch}"><h2><a href="${htmlFile(arch)}">${arch}</a></h2>
+<p class="counts">${counts(a.counts)}</p>
+<p class="muted">run time ${formatDuration(a.wallMs)} · kmatrix ${esc(summary.kmatrixVersion)}</p>
+<div class="scroll"><table><thead><tr><th>Kernel</th><th>Release</th><th>Accel</th><th>Boot</th><th>Machine error</th></tr></thead>
+<tbody>
+${machines}
+</tbody></table></div></section>`;
+  });
+  const body = `<p class="muted">${about}</p>
+${diff ? renderBaselineSection(diff, "html") : ""}
+${arches.join("\n")}
+${glossary}`;
+  return page(run, `kmatrix run ${run.run.runId}`, body);
+}

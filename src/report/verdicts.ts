@@ -1,0 +1,45 @@
+/** How each verdict is shown, in one place so that every report and the consistency check agree. */
+import type { Cell, CellVerdict } from "./load.js";
+import { slugger } from "./text.js";
+
+export const SYMBOL: Record<CellVerdict, string> = {
+  pass: "🟢",
+  skip: "🟡",
+  fail: "❌",
+  error: "⚠️",
+  missing: "❔",
+};
+
+export const MEANING: Record<CellVerdict, string> = {
+  pass: "passed",
+  skip: "skipped: not applicable here (its condition says why)",
+  fail: "failed: the driver or test is at fault",
+  error: "harness error: the harness or the machine is at fault, not the driver",
+  missing: "no result was recorded (run interrupted or machine lost)",
+};
+
+export const LEGEND =
+  "🟢 passed · 🟡 skipped · ❌ failed (driver) · ⚠️ harness error (not the driver) · ❔ no result recorded";
+
+/** The heading of a cell's section; its GitHub slug is the cell's anchor in Markdown and HTML. */
+export const headingOf = (c: Pick<Cell, "machine" | "test">) => `${c.machine} ${c.test}`;
+
+/** Falco-compatible exit code: 0 for pass, the exit code when there is one, else -1. */
+export function rcOf(c: Cell): number {
+  if (c.verdict === "pass") return 0;
+  const code = c.record?.exitCode;
+  if (c.verdict === "skip") return code ?? 0;
+  // A non-pass must never read as rc 0, or tools built for the original would show it green.
+  return code !== undefined && code !== 0 ? code : -1;
+}
+
+/**
+ * Anchor of every non-pass cell, given the cells in section order. The baseline heading is always
+ * reserved first so that anchors do not move when a report is rendered with or without a baseline.
+ */
+export function anchorsOf(cells: Cell[]): Map<Cell, string> {
+  const slug = slugger();
+  slug(BASELINE_HEADING);
+  return new Map(cells.filter((c) => c.verdict !== "pass").map((c) => [c, slug(headingOf(c))]));
+}
+export const BASELINE_HEADING = "Changes since baseline";
