@@ -7,6 +7,7 @@ import { hostArch } from "../vm/accel.js";
 import { cleanStaleRuns } from "../vm/run-dirs.js";
 import { runDoctor } from "./doctor.js";
 import { buildImages, listImages, pruneImages } from "./images.js";
+import { diffCommand, reportCommand } from "./report.js";
 import { runCommand } from "./run.js";
 import { runShell } from "./shell.js";
 
@@ -103,10 +104,29 @@ export function registerCommands(program: Command): void {
         positiveInt,
       ),
     )
+    .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
       const outcome = await runCommand(flags, VERSION);
       console.log(`results: ${outcome.outDir}`);
+      await reportCommand(outcome.outDir, { baseline: flags.baseline });
       process.exitCode = outcome.exitCode;
+    });
+
+  program
+    .command("report <run-dir>")
+    .description("render the matrices, HTML site, JUnit and JSON of a run")
+    .option("--baseline <run>", "embed the diff against a previous run")
+    .option("--json", "machine-readable output")
+    .action(async (dir: string, flags: { baseline?: string; json?: boolean }) => {
+      process.exitCode = await reportCommand(dir, flags);
+    });
+
+  program
+    .command("diff <old-run> <new-run>")
+    .description("cells that regressed, got fixed or changed skip reason; exit 1 on any regression")
+    .option("--json", "machine-readable output")
+    .action(async (oldRun: string, newRun: string, flags: { json?: boolean }) => {
+      process.exitCode = await diffCommand(oldRun, newRun, flags);
     });
 
   program

@@ -127,22 +127,36 @@ export class MachineSession {
     await this.vm.stop();
   }
 
-  private guarded<T>(work: Promise<T>): Promise<T> {
-    if (this.fault) return Promise.reject(this.fault);
+  /**
+   * Races guest work against the machine's death. Work that ends abnormally (an error, or a
+   * command that got no exit status because its channel was cut) waits a moment for a fault to
+   * be declared: if the machine is dying, the fault is the story, not the broken channel.
+   */
+  private async guarded<T>(work: Promise<T>): Promise<T> {
+    if (this.fault) throw this.fault;
     let waiter: ((f: GuestFault) => void) | undefined;
-    const faulted = new Promise<never>((_, reject) => {
-      waiter = reject;
-      this.faultWaiters.push(reject);
+    const faulted = new Promise<{ fault: GuestFault }>((resolve) => {
+      waiter = (fault) => resolve({ fault });
+      this.faultWaiters.push(waiter);
     });
-    // A command may also fail *because* of the fault (channel closed); the fault is the story.
-    return Promise.race([work, faulted])
-      .catch(async (err) => {
-        await sleep(50);
-        throw this.fault ?? err;
-      })
-      .finally(() => {
-        this.faultWaiters.splice(this.faultWaiters.indexOf(waiter as (f: GuestFault) => void), 1);
-      });
+    try {
+      const outcome = await Promise.race([
+        work.then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        ),
+        faulted,
+      ]);
+      if ("fault" in outcome) throw outcome.fault;
+      if ("error" in outcome || cutShort(outcome.value)) {
+        await Promise.race([faulted, this.vm.exited.then(() => sleep(1600)), sleep(2000)]);
+        if (this.fault) throw this.fault;
+      }
+      if ("error" in outcome) throw outcome.error;
+      return outcome.value;
+    } finally {
+      this.faultWaiters.splice(this.faultWaiters.indexOf(waiter as (f: GuestFault) => void), 1);
+    }
   }
 
   /** `exited` is set when the VM process is gone; a panic seen before that is still the story. */
@@ -217,6 +231,12 @@ async function connectUntil(vm: RunningVm, privateKey: string, deadline: number)
     `no SSH connection before the boot timeout: ${String(lastError)}`,
     vm.consoleTail(),
   );
+}
+
+/** A command result without an exit status that was not our timeout: its channel was cut. */
+function cutShort(value: unknown): boolean {
+  const r = value as Partial<ExecResult> | undefined;
+  return !!r && typeof r === "object" && "timedOut" in r && r.exitCode === undefined && !r.timedOut;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -147,8 +147,7 @@ export class GuestChannel {
           await readdir(localPath),
         )
       : tar.c({ cwd: dirname(localPath), portable: true }, [basename(localPath)]);
-    await pipeline(archive, channel);
-    await done;
+    await settleBoth(pipeline(archive, channel), done);
   }
 
   /** Copies a guest file or directory into the local directory `localDir`. */
@@ -157,8 +156,7 @@ export class GuestChannel {
       `tar -cf - -C ${shellQuote(dirname(remotePath))} ${shellQuote(basename(remotePath))}`,
     );
     const done = channelResult(channel, `copy ${remotePath} out of the guest`);
-    await pipeline(channel, tar.x({ cwd: localDir }));
-    await done;
+    await settleBoth(pipeline(channel, tar.x({ cwd: localDir })), done);
   }
 
   /** An interactive login shell wired to this process's terminal; resolves with its exit code. */
@@ -196,6 +194,13 @@ export class GuestChannel {
       this.client.exec(command, (err, channel) => (err ? reject(err) : resolve(channel))),
     );
   }
+}
+
+/** Waits for both sides of a copy; the remote side's error (it says why) wins over the stream's. */
+async function settleBoth(stream: Promise<void>, remote: Promise<void>): Promise<void> {
+  const [s, r] = await Promise.allSettled([stream, remote]);
+  if (r.status === "rejected") throw r.reason;
+  if (s.status === "rejected") throw s.reason;
 }
 
 /** Resolves when a copy's remote side exits 0; rejects with its stderr otherwise. */

@@ -162,6 +162,8 @@ async function runMachine(
   const cell = (test: TestSpec, outcome: Outcome, extra: Partial<CellRecord> = {}) => {
     done.set(test.name, outcome);
     if (o.signal.aborted) return;
+    // A kept cell re-run only as a prerequisite keeps its record unless its verdict changed.
+    if (o.kept.get(cellKey(machine.id, test.name))?.verdict === outcome.verdict) return;
     const record: CellRecord = {
       machineId: machine.id,
       machine: machine.name,

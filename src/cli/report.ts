@@ -1,0 +1,41 @@
+import { join } from "node:path";
+import {
+  diffRuns,
+  hasRegressions,
+  loadBaseline,
+  loadRun,
+  renderDiffTable,
+  renderReport,
+  shouldColour,
+} from "../report/index.js";
+
+/** `kmatrix report`: renders every report of a run directory; prints where they are. */
+export async function reportCommand(
+  runDir: string,
+  flags: { baseline?: string; json?: boolean },
+): Promise<number> {
+  const { files, summary, diff } = await renderReport(runDir, { baseline: flags.baseline });
+  if (flags.json) {
+    console.log(JSON.stringify({ files, summary }, null, 2));
+  } else {
+    const t = summary.totals;
+    console.log(
+      `${t.pass} passed, ${t.skip} skipped, ${t.fail} failed, ${t.error} harness errors, ${t.missing} missing`,
+    );
+    console.log(`report: ${join(runDir, "report", "html", "index.html")}`);
+    for (const f of files.filter((f) => f.endsWith(".md"))) console.log(`matrix: ${f}`);
+    if (diff) console.log(renderDiffTable(diff, { colour: shouldColour() }));
+  }
+  return diff && hasRegressions(diff) ? 1 : 0;
+}
+
+/** `kmatrix diff`: what changed between two runs; exit 1 when anything regressed. */
+export async function diffCommand(
+  oldRun: string,
+  newRun: string,
+  flags: { json?: boolean },
+): Promise<number> {
+  const diff = diffRuns(await loadBaseline(oldRun), await loadRun(newRun));
+  console.log(flags.json ? JSON.stringify(diff, null, 2) : renderDiffTable(diff, { colour: shouldColour() }));
+  return hasRegressions(diff) ? 1 : 0;
+}
