@@ -10,7 +10,7 @@ import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
 import { builderKey, cellKey, runEngine } from "../run/engine.js";
 import { EventBus } from "../run/events.js";
 import { UsageError } from "../util/errors.js";
-import { killAll } from "../vm/processes.js";
+import { onInterrupt } from "../vm/processes.js";
 import { createRunDir, removeRunDir } from "../vm/run-dirs.js";
 import { progress } from "./log.js";
 import { liveProgress, plainProgress } from "./progress.js";
@@ -83,14 +83,11 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
 
   // SIGINT/SIGTERM: stop every VM now; the engine unwinds without recording the cut-short cells.
   const abort = new AbortController();
-  const onSignal = () => {
+  const restoreInterrupt = onInterrupt(() => {
     if (abort.signal.aborted) process.exit(130);
     progress("interrupted: stopping all machines (finished cells are kept; continue with --resume)");
     abort.abort();
-    killAll();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  });
   const runDir = await createRunDir();
   try {
     await runEngine({
@@ -107,8 +104,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       keptBuilders,
     });
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    restoreInterrupt();
     live?.stop();
     await removeRunDir(runDir);
   }

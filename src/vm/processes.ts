@@ -23,16 +23,32 @@ export function liveCount(): number {
   return live.size;
 }
 
+type InterruptHandler = (signal: NodeJS.Signals) => void;
+let interruptHandler: InterruptHandler | undefined;
+
+/**
+ * Lets a command (kmatrix run) take over SIGINT/SIGTERM to wind down gracefully; the VMs are
+ * killed either way. Returns a function that restores the default (kill VMs, exit 128+n).
+ */
+export function onInterrupt(handler: InterruptHandler): () => void {
+  installHandlers();
+  interruptHandler = handler;
+  return () => {
+    interruptHandler = undefined;
+  };
+}
+
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
 function installHandlers(): void {
   if (installed) return;
   installed = true;
   process.on("exit", killAll);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  for (const [signal, number] of Object.entries(SIGNAL_NUMBERS) as [NodeJS.Signals, number][]) {
     process.on(signal, () => {
-      // Another handler (the run engine) may want to tear down gracefully; if none does, exit.
       killAll();
-      if (process.listenerCount(signal) === 1)
-        process.exit(128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1));
+      if (interruptHandler) interruptHandler(signal);
+      else process.exit(128 + number);
     });
   }
 }

@@ -1,3 +1,6 @@
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { CLI, qemuProcesses } from "./helpers.js";
@@ -16,13 +19,13 @@ describe("kmatrix shell", () => {
       "-c",
       "uname -r; exit 5",
     ]);
-    expect(r.stdout).toMatch(/^6\.1\.\S+-amd64\n$/);
+    expect(r.stdout).toMatch(/^6\.1\.\S+-amd64$/);
     expect(r.exitCode).toBe(5);
   });
 
   it("prints aarch64 on the aarch64 machine", async () => {
     const r = await kmatrix(["shell", "debian-bookworm-6.1", "--arch", "aarch64", "--", "uname", "-m"]);
-    expect(r.stdout).toBe("aarch64\n");
+    expect(r.stdout).toBe("aarch64");
     expect(r.exitCode).toBe(0);
   });
 
@@ -40,13 +43,14 @@ describe("kmatrix shell", () => {
         if (c.toString().includes("ready in")) resolve();
       }),
     );
-    expect((await qemuProcesses()).length).toBeGreaterThan(0);
+    const mine = `/runs/${child.pid}-`;
+    expect((await qemuProcesses(mine)).length).toBe(1);
     const sent = Date.now();
     child.kill("SIGINT");
     const r = await child;
     expect(Date.now() - sent).toBeLessThan(5000);
     expect(r.exitCode).toBe(130);
-    expect(await qemuProcesses()).toEqual([]);
+    expect(await qemuProcesses(mine)).toEqual([]);
   });
 
   it("leaves no QEMU behind when killed with SIGKILL, and clean removes its scratch files", async () => {
@@ -63,11 +67,13 @@ describe("kmatrix shell", () => {
         if (c.toString().includes("ready in")) resolve();
       }),
     );
+    const mine = `/runs/${child.pid}-`;
+    expect((await qemuProcesses(mine)).length).toBe(1);
     child.kill("SIGKILL");
     await child;
     // The kernel delivers QEMU's parent-death signal; give it a moment to be reaped.
     await new Promise((r) => setTimeout(r, 500));
-    expect(await qemuProcesses()).toEqual([]);
+    expect(await qemuProcesses(mine)).toEqual([]);
     const clean = await kmatrix(["clean"]);
     expect(clean.stdout).toMatch(/removed [1-9]\d* stale run director/);
   });
@@ -82,12 +88,15 @@ describe("kmatrix machines and config errors", () => {
   });
 
   it("rejects a bad config with one line naming the field, exit code 2", async () => {
-    const r = await execa("node", [CLI, "machines", "--config", "/dev/stdin"], {
-      reject: false,
-      input: "machines:\n  - name: x\n    arch: arm64\n    kernel: { source: debian, suite: bookworm }\n",
-    });
+    const dir = await mkdtemp(join(tmpdir(), "kmx-config-"));
+    const config = join(dir, "bad.yaml");
+    await writeFile(
+      config,
+      "machines:\n  - name: x\n    arch: arm64\n    kernel: { source: debian, suite: bookworm }\n",
+    );
+    const r = await kmatrix(["machines", "--config", config]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toMatch(/machines\[0\]\.arch/);
+    expect(r.stderr).toMatch(/bad\.yaml: machines\[0\]\.arch: expected "x86_64" or "aarch64", got "arm64"/);
   });
 });

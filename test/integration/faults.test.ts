@@ -46,14 +46,15 @@ describe("faults: hang, panic, timeout, unbootable kernel, SIGINT and --resume",
     const interrupted = await first;
     expect(Date.now() - sent).toBeLessThan(5000);
     expect(interrupted.exitCode).toBe(130);
-    expect(await qemuProcesses()).toEqual([]);
+    expect(await qemuProcesses(`/runs/${first.pid}-`)).toEqual([]);
     const kept = await cells(out, "good@x86_64");
     expect(kept.build?.verdict).toBe("pass");
     expect(Object.keys(kept)).not.toContain("hang");
     expect(JSON.parse(await readFile(join(out, "run.json"), "utf8")).interrupted).toBe(true);
 
     // 2. Resume: the finished cells stay as they were, the rest get their verdicts.
-    const resumed = await execa("node", [CLI, ...args, "--resume", out], { reject: false, all: true });
+    const resuming = execa("node", [CLI, ...args, "--resume", out], { reject: false, all: true });
+    const resumed = await resuming;
     expect(resumed.exitCode, resumed.all).toBe(1);
     const good = await cells(out, "good@x86_64");
     expect(good.build).toEqual(kept.build);
@@ -86,7 +87,7 @@ describe("faults: hang, panic, timeout, unbootable kernel, SIGINT and --resume",
       expect(c.verdict).toBe("error");
       expect(c.reason).toMatch(/^boot failed \(panic\)/);
     }
-    expect(await qemuProcesses()).toEqual([]);
+    expect(await qemuProcesses(`/runs/${resuming.pid}-`)).toEqual([]);
     expect(await checkReportsAgree(out)).toEqual([]);
   });
 });
