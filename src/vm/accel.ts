@@ -5,7 +5,7 @@ import { execa } from "execa";
 import type { Accel, Arch } from "../config/types.js";
 import { cacheRoot } from "../images/cache.js";
 import { BARE_MARKER } from "../images/guest-init.js";
-import { bareBootArgs, qemuBinary } from "./qemu-args.js";
+import { bareBootArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
 
 export interface AccelDecision {
   accel: "kvm" | "tcg";
@@ -163,8 +163,9 @@ export async function runKernelProbe(
   arch: Arch,
   accel: "kvm" | "tcg",
   k: ProbeKernel,
-  deadlineMs = KERNEL_DEADLINE_MS,
+  opts: { deadlineMs?: number; cpus?: number; memoryMiB?: number; x86Machine?: X86Machine } = {},
 ): Promise<ProbeResult & { ms: number }> {
+  const deadlineMs = opts.deadlineMs ?? KERNEL_DEADLINE_MS;
   const started = Date.now();
   const child = execa(
     "setpriv",
@@ -173,7 +174,15 @@ export async function runKernelProbe(
       "KILL",
       "--",
       qemuBinary(arch),
-      ...bareBootArgs({ arch, accel, cpus: 1, memoryMiB: 256, kernel: k.kernel, initrd: k.bareInitrd }),
+      ...bareBootArgs({
+        arch,
+        accel,
+        cpus: opts.cpus ?? 1,
+        memoryMiB: opts.memoryMiB ?? 256,
+        kernel: k.kernel,
+        initrd: k.bareInitrd,
+        x86Machine: opts.x86Machine,
+      }),
     ],
     { reject: false, timeout: deadlineMs, killSignal: "SIGKILL", stdin: "ignore" },
   );
