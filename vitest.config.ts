@@ -17,6 +17,7 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/integration/global-setup.ts"],
           // Real VMs under TCG: minutes, one file at a time (2 cores).
           testTimeout: 900_000,
           hookTimeout: 1_800_000,

@@ -1,0 +1,44 @@
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
+import { describe, expect, it } from "vitest";
+import { checkReportsAgree } from "../../src/report/index.js";
+import type { CellRecord } from "../../src/results/types.js";
+import { CLI, qemuProcesses } from "./helpers.js";
+
+const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
+
+// The whole pipeline on one kernel per architecture: images, builders (skeleton, runner), in-machine
+// driver builds, real captures, verdicts and every report.
+describe("the example plan on debian-bookworm-6.1, x86_64 and aarch64", () => {
+  it("builds and runs all three drivers: every cell green, reports agree", async () => {
+    const out = join(await mkdtemp(join(tmpdir(), "kmx-example-")), "run");
+    const child = execa(
+      "node",
+      [CLI, "run", "--machine", "debian-bookworm-6.1", "--output", out, "--jobs", "2"],
+      {
+        reject: false,
+        all: true,
+      },
+    );
+    const r = await child;
+    for (const arch of ["x86_64", "aarch64"]) {
+      for (const test of TESTS) {
+        const cell: CellRecord = JSON.parse(
+          await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, `${test}.json`), "utf8"),
+        );
+        expect(cell.verdict, `${arch} ${test}: ${cell.reason}\n${cell.outputTail}\n${r.all}`).toBe("pass");
+      }
+      // A pass means 50 real events were captured, as the runner printed them.
+      const log = await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, "kmod_open.log"), "utf8");
+      expect(log).toMatch(/captured 50 events/);
+    }
+    expect(r.exitCode, r.all).toBe(0);
+    expect(r.stdout).toContain(`results: ${out}`);
+    expect(await qemuProcesses(`/runs/${child.pid}-`)).toEqual([]);
+    expect(await checkReportsAgree(out)).toEqual([]);
+    const md = await readFile(join(out, "report", "matrix_ARM64.md"), "utf8");
+    expect(md).toContain("| debian-bookworm-6.1 | 🟢 | 🟢 | 🟢 | 🟢 | 🟢 |");
+  });
+});
