@@ -10,13 +10,13 @@
  */
 import { performance } from "node:perf_hooks";
 import { execa } from "execa";
-import { parseMatrix } from "../src/config/load.js";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "../src/config/default.js";
+import { parseMatrix } from "../src/config/load.js";
 import type { Arch } from "../src/config/types.js";
-import { cacheRoot } from "../src/images/cache.js";
-import { prepareImage } from "../src/images/index.js";
 import { ensureKeyPair } from "../src/guest/keys.js";
 import { MachineSession } from "../src/guest/session.js";
+import { cacheRoot } from "../src/images/cache.js";
+import { prepareImage } from "../src/images/index.js";
 import { decideAccel, runKernelProbe } from "../src/vm/accel.js";
 import type { X86Machine } from "../src/vm/qemu-args.js";
 import { createRunDir, removeRunDir } from "../src/vm/run-dirs.js";
@@ -40,12 +40,17 @@ try {
       const bare: number[] = [];
       const usable: number[] = [];
       for (let round = 0; round < ROUNDS; round++) {
-        const probe = await runKernelProbe(arch, accel.accel, { kernel: image.vmlinuz, bareInitrd: image.bareInitrd }, {
-          deadlineMs: 120_000,
-          cpus: machine.vm.cpus,
-          memoryMiB: machine.vm.memoryMiB,
-          x86Machine,
-        });
+        const probe = await runKernelProbe(
+          arch,
+          accel.accel,
+          { kernel: image.vmlinuz, bareInitrd: image.bareInitrd },
+          {
+            deadlineMs: 120_000,
+            cpus: machine.vm.cpus,
+            memoryMiB: machine.vm.memoryMiB,
+            x86Machine,
+          },
+        );
         if (!probe.ok) throw new Error(probe.reason);
         bare.push(probe.ms);
         const session = await MachineSession.boot({
@@ -78,7 +83,9 @@ try {
     const r = await execa("node", [cli, "images", "build", "debian-bookworm-6.1", "--arch", arch]);
     const wall = performance.now() - t0;
     const rebuilt = /building/.test(r.stderr);
-    rows.push(`resolve cached debian-bookworm-6.1@${arch}: ${s(wall)} wall in a new process${rebuilt ? " (REBUILT!)" : ", no rebuild"}`);
+    rows.push(
+      `resolve cached debian-bookworm-6.1@${arch}: ${s(wall)} wall in a new process${rebuilt ? " (REBUILT!)" : ", no rebuild"}`,
+    );
   }
 } finally {
   await removeRunDir(runDir);
