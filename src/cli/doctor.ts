@@ -3,6 +3,7 @@ import { execa } from "execa";
 import { ARCHES, type Arch } from "../config/types.js";
 import { cacheRoot } from "../images/cache.js";
 import { debArchOf } from "../images/debian-archive.js";
+import { findCachedProbeKernel } from "../images/index.js";
 import { decideAccel, hostArch } from "../vm/accel.js";
 
 /** Host programs kmatrix runs, and the Debian package that provides each. */
@@ -55,8 +56,15 @@ export async function runDoctor(): Promise<boolean> {
   });
 
   for (const arch of ARCHES) {
-    const d = await decideAccel("auto", arch).catch((e: Error) => ({ accel: "none", reason: e.message }));
-    checks.push({ ok: d.accel !== "none", what: `${arch} guests: ${d.accel} (${d.reason})` });
+    // The decisive probe boots a real kernel; without a cached one, only the firmware probe can run.
+    const kernel = await findCachedProbeKernel(arch);
+    const d = await decideAccel("auto", arch, kernel).catch((e: Error) => ({
+      accel: "none",
+      reason: e.message,
+    }));
+    const caveat =
+      kernel || arch !== hostArch() ? "" : "; provisional: build an image to probe with a real kernel";
+    checks.push({ ok: d.accel !== "none", what: `${arch} guests: ${d.accel} (${d.reason}${caveat})` });
   }
   for (const c of checks)
     console.log(`${c.ok ? "ok     " : "MISSING"} ${c.what}${c.ok || !c.fix ? "" : `  ->  ${c.fix}`}`);

@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings, Machine } from "../config/types.js";
 import { ensureKeyPair } from "../guest/keys.js";
-import { buildOnce, cacheRoot, contentKey } from "./cache.js";
+import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
 import {
   compareDebianVersions,
   DebianArchive,
@@ -238,4 +238,26 @@ async function fileFacts(path: string): Promise<FileFacts> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return { bytes: (await stat(path)).size, sha256: hash.digest("hex") };
+}
+
+/** Any cached kernel of `arch` with its bare initrd, for probing the accelerator without a build. */
+export async function findCachedProbeKernel(
+  arch: Machine["arch"],
+): Promise<{ kernel: string; bareInitrd: string } | undefined> {
+  const root = cacheRoot();
+  for (const name of await readdir(join(root, "boot")).catch(() => [] as string[])) {
+    const boot = await readManifest<BootManifest>(join(root, "boot", name));
+    const kernelKey = (boot?.recipe as { kernelKey?: string } | undefined)?.kernelKey;
+    if (!kernelKey) continue;
+    for (const k of await readdir(join(root, "kernels")).catch(() => [] as string[])) {
+      if (!k.endsWith(`-${kernelKey}`)) continue;
+      const kernel = await readManifest<KernelManifest>(join(root, "kernels", k));
+      if (kernel?.resolved.debArch === debArchOf(arch))
+        return {
+          kernel: join(root, "kernels", k, kernel.vmlinuz),
+          bareInitrd: join(root, "boot", name, "bare.img"),
+        };
+    }
+  }
+  return undefined;
 }
