@@ -113,8 +113,8 @@ export class MachineSession {
     return this.guarded(this.guest.exec(command, opts));
   }
 
-  copyIn(localPath: string, remoteDir: string, name?: string): Promise<void> {
-    return this.guarded(this.guest.copyIn(localPath, remoteDir, name));
+  copyIn(localPath: string, remoteDir: string, name?: string, files?: string[]): Promise<void> {
+    return this.guarded(this.guest.copyIn(localPath, remoteDir, name, files));
   }
 
   copyOut(remotePath: string, localDir: string): Promise<void> {

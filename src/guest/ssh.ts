@@ -135,7 +135,13 @@ export class GuestChannel {
    * Copies a local file or directory into `remoteDir` (created if missing), as `remoteDir/<name>`
    * (default: the local base name). Git metadata stays behind.
    */
-  async copyIn(localPath: string, remoteDir: string, name = basename(localPath)): Promise<void> {
+  async copyIn(
+    localPath: string,
+    remoteDir: string,
+    name = basename(localPath),
+    /** Only these paths (relative to a directory `localPath`); default: everything but .git. */
+    files?: string[],
+  ): Promise<void> {
     const channel = await this.openExec(
       `mkdir -p ${shellQuote(remoteDir)} && tar -xf - -C ${shellQuote(remoteDir)}`,
     );
@@ -144,7 +150,7 @@ export class GuestChannel {
     const archive = (await stat(localPath)).isDirectory()
       ? tar.c(
           { cwd: localPath, prefix: name, portable: true, filter: (p) => !p.split("/").includes(".git") },
-          await readdir(localPath),
+          files ?? (await readdir(localPath)),
         )
       : tar.c({ cwd: dirname(localPath), portable: true }, [basename(localPath)]);
     await settleBoth(pipeline(archive, channel), done);

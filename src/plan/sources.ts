@@ -5,6 +5,15 @@ import { cacheRoot, contentKey } from "../images/cache.js";
 import { UsageError } from "../util/errors.js";
 import type { SourceRef } from "./load.js";
 
+export interface LocalSource {
+  dir: string;
+  /**
+   * The files to copy, relative to `dir`, when `dir` is in a git work tree: tracked and untracked
+   * but not ignored, so a developer's build products never reach a machine as stale inputs.
+   */
+  files?: string[];
+}
+
 /**
  * Every source as a local directory: directories as they are, `git-url@ref` checked out once into
  * the cache (git runs without a shell; the URL and ref are plain arguments).
@@ -12,8 +21,8 @@ import type { SourceRef } from "./load.js";
 export async function materializeSources(
   sources: SourceRef[],
   log: (l: string) => void,
-): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
+): Promise<Map<string, LocalSource>> {
+  const out = new Map<string, LocalSource>();
   for (const s of sources) {
     if (s.location.kind === "dir") {
       const isDir = await stat(s.location.path).then(
@@ -21,7 +30,7 @@ export async function materializeSources(
         () => false,
       );
       if (!isDir) throw new UsageError(`source ${s.name}: ${s.location.path} is not a directory`);
-      out.set(s.name, s.location.path);
+      out.set(s.name, { dir: s.location.path, files: await gitFiles(s.location.path) });
       continue;
     }
     const { url, ref } = s.location;
@@ -46,7 +55,26 @@ export async function materializeSources(
         );
       }
     }
-    out.set(s.name, dir);
+    out.set(s.name, { dir, files: await gitFiles(dir) });
   }
   return out;
+}
+
+async function gitFiles(dir: string): Promise<string[] | undefined> {
+  const r = await execa("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."], {
+    cwd: dir,
+    reject: false,
+  });
+  if (r.exitCode !== 0) return undefined; // not a git work tree: copy the directory as it is
+  const files = r.stdout.split("\0").filter(Boolean);
+  // ls-files lists deleted-but-tracked files too; only what exists can be copied.
+  const present = await Promise.all(
+    files.map((f) =>
+      stat(join(dir, f)).then(
+        () => f,
+        () => undefined,
+      ),
+    ),
+  );
+  return present.filter((f): f is string => !!f);
 }

@@ -7,6 +7,7 @@ import type { MachineImage } from "../images/index.js";
 import { commandOutcome, type Outcome, prerequisiteOutcome, staticSkip } from "../plan/cells.js";
 import type { Plan } from "../plan/load.js";
 import type { BuilderSpec, TestSpec } from "../plan/schema.js";
+import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../results/types.js";
 import { shellQuote } from "../util/shell-quote.js";
 import type { EventBus } from "./events.js";
@@ -25,8 +26,8 @@ export interface EngineOptions {
   /** The test machines (already filtered by --arch / --machine). */
   machines: Machine[];
   plan: Plan;
-  /** Source name → local directory (git sources already checked out). */
-  sources: Map<string, string>;
+  /** Source name → local directory (git sources already checked out) and the files to copy. */
+  sources: Map<string, LocalSource>;
   outDir: string;
   runDir: string;
   jobs: number;
@@ -327,7 +328,7 @@ async function provision(
   arch: Arch,
   builders: string[],
 ): Promise<void> {
-  for (const [name, dir] of o.sources) await session.copyIn(dir, GUEST.src, name);
+  for (const [name, src] of o.sources) await session.copyIn(src.dir, GUEST.src, name, src.files);
   for (const b of builders) await session.copyIn(join(o.outDir, "artifacts", arch, b), GUEST.artifacts, b);
   await session.run(`mkdir -p ${GUEST.src} ${GUEST.artifacts} ${GUEST.out}`);
 }
