@@ -1,8 +1,8 @@
-import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
 import { UsageError } from "../util/errors.js";
+import { VERSION } from "../util/package-root.js";
 import { hostArch } from "../vm/accel.js";
 import { cleanStaleRuns } from "../vm/run-dirs.js";
 import { runDoctor } from "./doctor.js";
@@ -10,10 +10,6 @@ import { buildImages, listImages, pruneImages } from "./images.js";
 import { diffCommand, reportCommand } from "./report.js";
 import { runCommand } from "./run.js";
 import { runShell } from "./shell.js";
-
-export const VERSION: string = JSON.parse(
-  readFileSync(new URL("../../../package.json", import.meta.url), "utf8"),
-).version;
 
 interface MatrixFlags {
   config?: string;

@@ -1,12 +1,12 @@
 import { readFile } from "node:fs/promises";
-import { dirname, isAbsolute, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { UsageError } from "../util/errors.js";
+import { PACKAGE_ROOT } from "../util/package-root.js";
 import { parseYamlFile } from "../util/yaml-file.js";
 import { type BuilderSpec, type PlanFile, PlanFileSchema, type TestSpec } from "./schema.js";
 
 /** Plans shipped with kmatrix, selectable by name (`--plan example`). */
-export const BUILTIN_PLANS_DIR = fileURLToPath(new URL("../../../plans/", import.meta.url));
+export const BUILTIN_PLANS_DIR = join(PACKAGE_ROOT, "plans");
 
 export interface SourceRef {
   name: string;
