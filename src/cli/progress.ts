@@ -17,6 +17,9 @@ function describe(e: RunEvent): string | undefined {
       return `run ${e.run.runId}: plan ${e.run.plan.name}, ${e.run.machines.length} machine(s)`;
     case "image-preparing":
       return `${e.machineId}: preparing image`;
+    case "image-progress":
+      // The builder's own chatter stays out of CI logs; its milestones do not.
+      return /^(building|built) /.test(e.line) ? `${e.machineId}: ${e.line}` : undefined;
     case "machine-booting":
       return `${e.machineId}: booting (${e.role}, ${e.accel})`;
     case "machine-booted":
@@ -73,6 +76,9 @@ export function liveProgress(stream: NodeJS.WriteStream): {
       switch (e.type) {
         case "image-preparing":
           status.set(e.machineId, "preparing image…");
+          break;
+        case "image-progress":
+          status.set(e.machineId, `image: ${e.line}`);
           break;
         case "machine-booting":
           status.set(e.machineId, `booting (${e.role}, ${e.accel})…`);

@@ -311,6 +311,7 @@ async function boot(
     archive: o.matrix.archive,
     runDir: join(o.runDir, role),
     consoleLog,
+    log: (line) => o.bus.emit({ type: "image-progress", machineId: machine.id, line }),
     onImage: (image, accel) => {
       onImage?.(image);
       o.bus.emit({ type: "machine-booting", machineId: machine.id, role, accel: accel.accel });

@@ -8,6 +8,8 @@ import type { BuilderRecord, CellRecord, MachineSummary, RunRecord } from "../re
 export type RunEvent =
   | { type: "run-started"; run: RunRecord }
   | { type: "image-preparing"; machineId: string }
+  /** What the image builder says while it builds (mmdebstrap's progress and the like). */
+  | { type: "image-progress"; machineId: string; line: string }
   | { type: "machine-booting"; machineId: string; role: "builder" | "test"; accel: string }
   | { type: "machine-booted"; machineId: string; bootMs: number }
   | { type: "machine-ended"; machine: MachineSummary }
