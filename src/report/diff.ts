@@ -3,18 +3,11 @@
  * its summary.json, so this works on the little both have in common (DiffInput).
  */
 import type { Arch } from "../config/types.js";
-import type { CellVerdict } from "./load.js";
+import type { CellSummary, CellVerdict } from "./load.js";
 import { escapeXml } from "./text.js";
 import { BASELINE_HEADING, SYMBOL } from "./verdicts.js";
 
-export interface DiffCell {
-  machineId: string;
-  machine: string;
-  arch: Arch;
-  test: string;
-  verdict: CellVerdict;
-  reason?: string;
-}
+export type DiffCell = CellSummary;
 export interface DiffInput {
   run: { runId: string };
   cells: DiffCell[];

@@ -26,6 +26,9 @@ export interface Cell {
   logFile?: string;
 }
 
+/** A cell without its record: what summary.json lists and what a diff compares. */
+export type CellSummary = Pick<Cell, "machineId" | "machine" | "arch" | "test" | "verdict" | "reason">;
+
 export interface LoadedRun {
   dir: string;
   run: RunRecord;

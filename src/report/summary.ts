@@ -2,16 +2,17 @@
 import type { Arch } from "../config/types.js";
 import type { MachineSummary } from "../results/types.js";
 import type { RunDiff } from "./diff.js";
-import { archesOf, type Cell, type CellVerdict, type LoadedRun, rowsOf, VERDICTS } from "./load.js";
+import {
+  archesOf,
+  type Cell,
+  type CellSummary,
+  type CellVerdict,
+  type LoadedRun,
+  rowsOf,
+  VERDICTS,
+} from "./load.js";
 
-export interface SummaryCell {
-  machineId: string;
-  machine: string;
-  arch: Arch;
-  test: string;
-  verdict: CellVerdict;
-  reason?: string;
-}
+export type SummaryCell = CellSummary;
 
 export interface ArchSummary {
   counts: Record<CellVerdict, number>;
