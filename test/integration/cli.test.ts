@@ -7,6 +7,24 @@ import { CLI, qemuProcesses } from "./helpers.js";
 
 const kmatrix = (args: string[]) => execa("node", [CLI, ...args], { reject: false, cwd: "/" });
 
+/** `kmatrix shell … -- sleep 600`, once its machine is ready; `mine` finds its QEMU. */
+async function sleepingShell() {
+  const child = execa(
+    "node",
+    [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"],
+    {
+      reject: false,
+      all: true,
+    },
+  );
+  await new Promise<void>((resolve) =>
+    child.all?.on("data", (c: Buffer) => {
+      if (c.toString().includes("ready in")) resolve();
+    }),
+  );
+  return { child, mine: `/runs/${child.pid}-` };
+}
+
 describe("kmatrix shell", () => {
   it("prints a 6.1 kernel release on x86_64 and exits with the command's code", async () => {
     const r = await kmatrix([
@@ -30,20 +48,7 @@ describe("kmatrix shell", () => {
   });
 
   it("tears the VM down within 5 s of SIGINT", async () => {
-    const child = execa(
-      "node",
-      [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"],
-      {
-        reject: false,
-        all: true,
-      },
-    );
-    await new Promise<void>((resolve) =>
-      child.all?.on("data", (c: Buffer) => {
-        if (c.toString().includes("ready in")) resolve();
-      }),
-    );
-    const mine = `/runs/${child.pid}-`;
+    const { child, mine } = await sleepingShell();
     expect((await qemuProcesses(mine)).length).toBe(1);
     const sent = Date.now();
     child.kill("SIGINT");
@@ -54,20 +59,7 @@ describe("kmatrix shell", () => {
   });
 
   it("leaves no QEMU behind when killed with SIGKILL, and clean removes its scratch files", async () => {
-    const child = execa(
-      "node",
-      [CLI, "shell", "debian-bookworm-6.1", "--arch", "x86_64", "--", "sleep", "600"],
-      {
-        reject: false,
-        all: true,
-      },
-    );
-    await new Promise<void>((resolve) =>
-      child.all?.on("data", (c: Buffer) => {
-        if (c.toString().includes("ready in")) resolve();
-      }),
-    );
-    const mine = `/runs/${child.pid}-`;
+    const { child, mine } = await sleepingShell();
     expect((await qemuProcesses(mine)).length).toBe(1);
     child.kill("SIGKILL");
     await child;
