@@ -1,4 +1,4 @@
-import { lstat, mkdir, rm } from "node:fs/promises";
+import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings } from "../config/types.js";
@@ -28,6 +28,8 @@ const FREE_SPACE_BYTES = 4 * 1024 ** 3;
 
 export interface RootfsRecipe {
   suite: string;
+  /** apt preferences for the root disk; see aptPreferences(). */
+  preferences: string;
   debArch: DebArch;
   /** The kernel whose headers and modules the disk carries. */
   kernelRelease: string;
@@ -36,9 +38,32 @@ export interface RootfsRecipe {
   packages: string[];
 }
 
+/**
+ * The suite's own pool first; -updates/-security only for the kernel's build packages (headers,
+ * kbuild, compiler), whose exact versions live nowhere else. Security pools drop superseded files
+ * quickly and mirrors lag behind their indexes (bullseye-security lists bpftool builds it no longer
+ * serves), while the release pool is stable.
+ */
+function aptPreferences(suite: string, suites: string[]): string {
+  const kernelBuild = "linux-headers-* linux-kbuild-* linux-compiler-*";
+  return [
+    `Package: *\nPin: release n=${suite}\nPin-Priority: 990\n`,
+    ...suites
+      .filter((s) => s !== suite)
+      .map((s) => `Package: ${kernelBuild}\nPin: release n=${s}\nPin-Priority: 995\n`),
+  ].join("\n");
+}
+
 export function rootfsRecipe(kernel: ResolvedKernel, suite: string, extra: string[]): RootfsRecipe {
   const packages = [...new Set([...BASE_PACKAGES, kernel.headersPackage, ...extra])];
-  return { suite, debArch: kernel.debArch, kernelRelease: kernel.release, suites: kernel.suites, packages };
+  return {
+    suite,
+    preferences: aptPreferences(suite, kernel.suites),
+    debArch: kernel.debArch,
+    kernelRelease: kernel.release,
+    suites: kernel.suites,
+    packages,
+  };
 }
 
 /**
@@ -56,6 +81,8 @@ export async function buildRootfs(
 ): Promise<{ bytesUsed: number; bytesImage: number }> {
   const tree = join(workDir, "rootfs");
   await rm(tree, { recursive: true, force: true });
+  const prefsFile = join(workDir, "apt-preferences");
+  await writeFile(prefsFile, recipe.preferences);
   const sources = recipe.suites.map((s) =>
     s.endsWith("-security") ? `deb ${archive.securityMirror} ${s} main` : `deb ${archive.mirror} ${s} main`,
   );
@@ -65,6 +92,8 @@ export async function buildRootfs(
       "--variant=minbase",
       `--arch=${recipe.debArch}`,
       `--include=${recipe.packages.join(",")}`,
+      // mmdebstrap's "upload" hook copies a file in without any shell.
+      `--setup-hook=upload ${prefsFile} /etc/apt/preferences.d/kmatrix`,
       // Docs and man pages are a third of the tree and nobody reads them in a test VM.
       "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
       "--dpkgopt=path-include=/usr/share/locale/locale.alias",
