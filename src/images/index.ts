@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, existsSync } from "node:fs";
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -172,18 +172,22 @@ export async function prepareImage(machine: Machine, opts: PrepareOptions): Prom
   const boot = await timed(plan.boot, log, `${machine.id}: initrd`, async (tmp) => {
     const bbTree = join(tmp, "busybox");
     await execa("dpkg-deb", ["-x", await archive.download(plan.boot.busybox), bbTree]);
+    // Newer suites ship it in /usr/bin (merged /usr).
+    const busybox = existsSync(join(bbTree, "bin/busybox"))
+      ? join(bbTree, "bin/busybox")
+      : join(bbTree, "usr/bin/busybox");
     const initrd = join(tmp, "initrd.img");
     const modules = await buildInitrd(
       {
         arch: machine.arch,
         modulesDir: extracted.modulesDir,
-        busybox: join(bbTree, "bin/busybox"),
+        busybox,
         authorizedKey: plan.boot.publicKey,
       },
       tmp,
       initrd,
     );
-    await buildBareInitrd(join(bbTree, "bin/busybox"), tmp, join(tmp, "bare.img"));
+    await buildBareInitrd(busybox, tmp, join(tmp, "bare.img"));
     await rm(bbTree, { recursive: true, force: true });
     await rm(join(tmp, "initrd-root"), { recursive: true, force: true });
     return { kind: "boot" as const, modules, files: { "initrd.img": await fileFacts(initrd) } };
