@@ -1,4 +1,5 @@
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { DebianArchive, ResolvedKernel } from "./debian-archive.js";
@@ -22,20 +23,22 @@ export async function extractKernel(
     const deb = await archive.download(pkg);
     await execa("dpkg-deb", ["-x", deb, into]);
   }
-  const boot = await readdir(join(into, "boot")).catch(() => [] as string[]);
-  const image =
-    boot.find((f) => f === `vmlinuz-${kernel.release}`) ?? boot.find((f) => f.startsWith("vmlinu"));
-  if (!image) throw new Error(`kernel ${kernel.release}: no /boot/vmlinuz in ${kernel.imagePackage}`);
-  // Debian moved modules from /lib to /usr/lib (usrmerge); accept either.
-  for (const base of ["lib/modules", "usr/lib/modules"]) {
-    const modulesDir = join(into, base, kernel.release);
-    if (
-      await readdir(modulesDir).then(
-        () => true,
-        () => false,
-      )
-    )
-      return { root: into, vmlinuz: join(into, "boot", image), modulesDir };
-  }
+  // Debian moved modules from /lib to /usr/lib (merged /usr); sid also moved the image next to them.
+  const modulesDir = firstExisting(
+    ["lib/modules", "usr/lib/modules"].map((d) => join(into, d, kernel.release)),
+  );
+  const vmlinuz = firstExisting([
+    join(into, "boot", `vmlinuz-${kernel.release}`),
+    ...(modulesDir ? [join(modulesDir, "vmlinuz")] : []),
+  ]);
+  if (!vmlinuz)
+    throw new Error(
+      `kernel ${kernel.release}: no vmlinuz in ${kernel.packages.map((p) => p.name).join(", ")}`,
+    );
+  if (modulesDir) return { root: into, vmlinuz, modulesDir };
   throw new Error(`kernel ${kernel.release}: no modules directory in ${kernel.imagePackage}`);
+}
+
+function firstExisting(paths: string[]): string | undefined {
+  return paths.find((p) => existsSync(p));
 }

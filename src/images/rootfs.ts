@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -113,7 +114,8 @@ export async function buildRootfs(
   const modulesDest = join(tree, libIsLink ? "usr/lib/modules" : "lib/modules");
   await mkdir(modulesDest, { recursive: true });
   await execa("cp", ["-a", kernel.modulesDir, modulesDest]);
-  await execa("cp", ["-a", join(kernel.root, "boot", "."), join(tree, "boot")]);
+  if (existsSync(join(kernel.root, "boot")))
+    await execa("cp", ["-a", join(kernel.root, "boot", "."), join(tree, "boot")]);
   await execa("depmod", ["-b", tree, recipe.kernelRelease]);
 
   const { stdout } = await execa("du", ["-sb", tree]);
