@@ -93,6 +93,9 @@ export async function buildRootfs(
       "--variant=minbase",
       `--arch=${recipe.debArch}`,
       `--include=${recipe.packages.join(",")}`,
+      // Snapshot mirrors serve Release files past their Valid-Until (sid's expire within days);
+      // signatures are still checked, and what got installed is recorded by the manifest.
+      '--aptopt=Acquire::Check-Valid-Until "false";',
       // mmdebstrap's "upload" hook copies a file in without any shell.
       `--setup-hook=upload ${prefsFile} /etc/apt/preferences.d/kmatrix`,
       // Docs and man pages are a third of the tree and nobody reads them in a test VM.
