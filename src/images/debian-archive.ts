@@ -394,9 +394,32 @@ export class DebianArchive {
       this.log(`warning: ${e.message}; using the kernel resolved at ${cached.resolvedAt}: ${cached.release}`);
       return cached;
     }
-    const resolved = resolveFromIndex(pkgs, suite, flavour, debArch);
+    const resolved = await this.firstAvailable(pkgs, suite, flavour, debArch);
     await writeAtomic(file, `${JSON.stringify(resolved, null, 1)}\n`);
     return resolved;
+  }
+
+  /**
+   * The newest kernel whose files the mirror actually serves. Indexes can name files a mirror
+   * does not have (a security pool that moved on, a partial mirror); then the suite index that
+   * named them is set aside and the next-newest kernel is taken from the others.
+   */
+  private async firstAvailable(
+    pkgs: DebPackage[],
+    suite: string,
+    flavour: string,
+    debArch: DebArch,
+  ): Promise<ResolvedKernel> {
+    for (;;) {
+      const resolved = resolveFromIndex(pkgs, suite, flavour, debArch);
+      const missing = await firstMissing(resolved.packages);
+      if (!missing) return resolved;
+      this.log(
+        `warning: ${missing.baseUrl} lists ${basename(missing.filename)} in ${missing.suite} but does not serve it; ` +
+          `taking the newest kernel of the other indexes`,
+      );
+      pkgs = pkgs.filter((p) => p.suite !== missing.suite);
+    }
   }
 
   /** Downloads into cacheDir/archive/debs/, verifying SHA256; returns the path. */
@@ -498,6 +521,15 @@ export class DebianArchive {
 
 function indexUrl(baseUrl: string, suite: string, debArch: DebArch): string {
   return `${baseUrl}/dists/${suite}/main/binary-${debArch}/Packages.xz`;
+}
+
+/** The first package whose file the mirror answers 404 for (a HEAD request each). */
+async function firstMissing(pkgs: DebPackage[]): Promise<DebPackage | undefined> {
+  for (const p of pkgs) {
+    const res = await fetch(`${p.baseUrl}/${p.filename}`, { method: "HEAD" }).catch(() => undefined);
+    if (res?.status === 404) return p;
+  }
+  return undefined;
 }
 
 async function get(url: string, what: string): Promise<Response> {

@@ -150,6 +150,17 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
  * is found again without any work.
  */
 export async function prepareImage(machine: Machine, opts: PrepareOptions): Promise<MachineImage> {
+  try {
+    return await prepareResolved(machine, opts);
+  } catch (err) {
+    // A cached resolution can name a file the archive has since dropped: resolve afresh, once.
+    if (opts.refresh || !/HTTP 404/.test(String(err))) throw err;
+    opts.log?.(`${machine.id}: ${(err as Error).message}; resolving the kernel again`);
+    return prepareResolved(machine, { ...opts, refresh: true });
+  }
+}
+
+async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<MachineImage> {
   const log = opts.log ?? (() => {});
   const plan = await planImage(machine, opts);
   const { archive, resolved } = plan;

@@ -187,8 +187,10 @@ export async function runKernelProbe(
     { reject: false, timeout: deadlineMs, killSignal: "SIGKILL", stdin: "ignore" },
   );
   let initAt: number | undefined;
+  let recent = ""; // the marker may arrive split across chunks
   child.stdout?.on("data", (c: Buffer) => {
-    if (initAt === undefined && c.toString().includes(BARE_MARKER)) initAt = Date.now() - started;
+    recent = (recent + c.toString()).slice(-256);
+    if (initAt === undefined && recent.includes(BARE_MARKER)) initAt = Date.now() - started;
   });
   await child;
   const ms = Date.now() - started;

@@ -183,6 +183,7 @@ describe("DebianArchive (against a local HTTP server)", () => {
   let cacheDir: string;
   const requests: string[] = [];
   const files = new Map<string, Buffer>();
+  const gone = new Set<string>();
   const deb = Buffer.from("!<arch>\nnot really a deb\n");
 
   beforeAll(async () => {
@@ -196,6 +197,11 @@ describe("DebianArchive (against a local HTTP server)", () => {
     files.set("/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz", Buffer.from("not xz at all"));
     files.set("/debian/pool/main/t/test/test_1.0-1_amd64.deb", deb);
     server = createServer((req, res) => {
+      // kmatrix checks that the kernel's files are served before it settles on a kernel.
+      if (req.method === "HEAD") {
+        res.writeHead(gone.has(req.url ?? "") ? 404 : 200).end();
+        return;
+      }
       requests.push(req.url ?? "");
       const body = files.get(req.url ?? "");
       res.writeHead(body ? 200 : 404).end(body);
@@ -233,6 +239,22 @@ describe("DebianArchive (against a local HTTP server)", () => {
 
     await archive({ refresh: true }).resolveKernel("bookworm", "cloud", "amd64");
     expect(requests).toHaveLength(3);
+  });
+
+  it("takes the next-newest kernel when the mirror does not serve the newest one's files", async () => {
+    const newest = await archive().resolveKernel("bookworm", "cloud", "amd64");
+    gone.add(`/debian-security/${newest.packages[0]?.filename}`);
+    const logs: string[] = [];
+    const r = await archive({ refresh: true, log: (m) => logs.push(m) }).resolveKernel(
+      "bookworm",
+      "cloud",
+      "amd64",
+    );
+    gone.clear();
+    expect(r.release).toBe("6.1.0-50-cloud-amd64");
+    expect(logs.join("\n")).toMatch(
+      /lists linux-image-6\.1\.0-56-cloud-amd64_.* in bookworm-security but does not serve it/,
+    );
   });
 
   it("falls back to a cached resolution, with a warning, when the archive is unreachable", async () => {
