@@ -104,7 +104,12 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
   const kernelKey = contentKey(kernelRecipe);
   const keys = await ensureKeyPair(root);
   // The machine's own suite provides busybox; the index is already local from resolving the kernel.
-  const busybox = newest(await archive.packages(machine.rootfs.suite, debArch), "busybox-static", machine.id);
+  const busybox = newest(
+    await archive.packages(machine.rootfs.suite, debArch),
+    "busybox-static",
+    machine.rootfs.suite,
+    machine.id,
+  );
   const bootRecipe = {
     v: RECIPE_VERSION,
     kernelKey,
@@ -241,10 +246,11 @@ async function timed<M extends object>(
   return manifest;
 }
 
-function newest(pkgs: DebPackage[], name: string, who: string): DebPackage {
-  const found = pkgs
-    .filter((p) => p.name === name)
-    .sort((a, b) => compareDebianVersions(b.version, a.version))[0];
+/** The newest `name` of the release pool itself, else of -updates/-security (see rootfs.ts on why). */
+function newest(pkgs: DebPackage[], name: string, suite: string, who: string): DebPackage {
+  const byVersion = (a: DebPackage, b: DebPackage) => compareDebianVersions(b.version, a.version);
+  const all = pkgs.filter((p) => p.name === name);
+  const found = all.filter((p) => p.suite === suite).sort(byVersion)[0] ?? all.sort(byVersion)[0];
   if (!found) throw new Error(`${who}: package ${name} not found in the archive`);
   return found;
 }
