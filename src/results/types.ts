@@ -50,6 +50,8 @@ export interface BuilderRecord {
   machineId: string;
   ok: boolean;
   reason?: string;
+  /** Who is at fault when not ok: the code it builds ("code"), or the harness ("harness"). */
+  fault?: "code" | "harness";
   durationMs?: number;
   artifacts: string[];
   outputTail?: string;

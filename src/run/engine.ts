@@ -96,10 +96,11 @@ async function runBuilder(
     return r;
   };
   if (!machine)
-    return finish({ ...base, ok: false, reason: `no machine ${b.machine} for ${arch} in the matrix` });
+    return finish({ ...base, ok: false, fault: "harness", reason: `no machine ${b.machine} for ${arch}` });
   for (const need of b.needs) {
     const r = await results.get(builderKey(arch, need));
-    if (!r?.ok) return finish({ ...base, ok: false, reason: `needs builder ${need}, which failed` });
+    if (!r?.ok)
+      return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
   }
   o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id });
   const started = Date.now();
@@ -121,10 +122,10 @@ async function runBuilder(
       onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
     });
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
-    if (result.timedOut)
-      return finish({ ...base, ok: false, reason: `timed out after ${b.timeoutSec} s`, outputTail });
-    if (result.exitCode !== 0)
-      return finish({ ...base, ok: false, reason: `exit code ${result.exitCode}`, outputTail });
+    // The builder's command failing is the code's fault; everything around it is the harness's.
+    const failed = (reason: string) => finish({ ...base, ok: false, fault: "code", reason, outputTail });
+    if (result.timedOut) return failed(`timed out after ${b.timeoutSec} s`);
+    if (result.exitCode !== 0) return failed(`exit code ${result.exitCode}`);
     const dest = join(o.outDir, "artifacts", arch);
     await mkdir(dest, { recursive: true });
     await session.copyOut(out, dest);
@@ -140,7 +141,14 @@ async function runBuilder(
       outputTail,
     });
   } catch (err) {
-    return finish({ ...base, ok: false, reason: harnessReason(err), durationMs: Date.now() - started });
+    const fault = err instanceof GuestFault && err.kind === "panic" ? "code" : "harness";
+    return finish({
+      ...base,
+      ok: false,
+      fault,
+      reason: harnessReason(err),
+      durationMs: Date.now() - started,
+    });
   } finally {
     await session?.stop();
   }
@@ -227,13 +235,18 @@ async function runMachine(
         cell(test, prior);
         continue;
       }
-      const missing = [];
+      // A builder that failed on the code it builds fails the cell; one the harness failed errs it.
+      const failedBuilders = [];
       for (const b of test.uses) {
         const r = await builders.get(builderKey(machine.arch, b));
-        if (!r?.ok) missing.push(`builder ${b} failed: ${r?.reason ?? "did not run"}`);
+        if (!r?.ok) failedBuilders.push({ b, r });
       }
-      if (missing.length) {
-        cell(test, { verdict: "error", reason: missing.join("; ") });
+      if (failedBuilders.length) {
+        const codeFault = failedBuilders.some(({ r }) => r?.fault === "code");
+        const reason = failedBuilders
+          .map(({ b, r }) => `builder ${b} failed: ${r?.reason ?? "did not run"}`)
+          .join("; ");
+        cell(test, { verdict: codeFault ? "fail" : "error", reason });
         continue;
       }
       o.bus.emit({ type: "step-started", machineId: machine.id, test: test.name });

@@ -19,7 +19,16 @@ const args = [
 ];
 
 async function cells(out: string, machineId: string): Promise<Record<string, CellRecord>> {
-  const tests = ["build", "slow_command", "unsupported", "too_new", "hang", "panic", "after_panic"];
+  const tests = [
+    "build",
+    "slow_command",
+    "unsupported",
+    "too_new",
+    "uses_broken",
+    "hang",
+    "panic",
+    "after_panic",
+  ];
   const entries = await Promise.all(
     tests.map(async (t) => {
       const text = await readFile(join(out, "cells", machineId, `${t}.json`), "utf8").catch(() => undefined);
@@ -72,6 +81,8 @@ describe("faults: hang, panic, timeout, unbootable kernel, SIGINT and --resume",
       verdict: "skip",
       reason: expect.stringContaining("older than 99.0"),
     });
+    // A builder that fails on the code it builds fails its dependants, naming the builder.
+    expect(good.uses_broken).toMatchObject({ verdict: "fail", reason: "builder broken failed: exit code 1" });
     expect(good.hang).toMatchObject({ verdict: "fail", timedOut: true });
     expect(good.hang?.durationMs).toBeLessThan(15_000 + 8000);
     expect(good.panic).toMatchObject({
@@ -82,7 +93,7 @@ describe("faults: hang, panic, timeout, unbootable kernel, SIGINT and --resume",
     expect(good.after_panic).toMatchObject({ verdict: "error", reason: "the kernel panicked during panic" });
 
     const broken = await cells(out, "broken-boot@x86_64");
-    expect(Object.values(broken)).toHaveLength(7);
+    expect(Object.values(broken)).toHaveLength(8);
     for (const c of Object.values(broken)) {
       expect(c.verdict).toBe("error");
       expect(c.reason).toMatch(/^boot failed \(panic\)/);
