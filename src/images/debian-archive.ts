@@ -206,6 +206,9 @@ export interface ResolvedKernel {
   /** the suites (incl. -updates/-security) whose indexes exist */
   suites: string[];
   resolvedAt: string;
+  /** The suite's static busybox for the initrd (release pool first), resolved with the kernel so
+   *  that a cached machine needs no index at all. */
+  busybox?: DebPackage;
 }
 
 interface Relation {
@@ -289,6 +292,11 @@ export function resolveFromIndex(
   };
   visit(image, meta.name);
   const imagePkg = packages[0] as DebPackage;
+  // The release pool first: security pools drop superseded files, mirrors lag (see rootfs.ts).
+  const busyboxes = (byName.get("busybox-static") ?? []).sort((a, b) =>
+    compareDebianVersions(b.version, a.version),
+  );
+  const busybox = busyboxes.find((p) => p.suite === suite) ?? busyboxes[0];
 
   return {
     suite,
@@ -300,6 +308,7 @@ export function resolveFromIndex(
     headersPackage: `linux-headers-${release}`,
     packages,
     suites,
+    busybox,
     resolvedAt: now.toISOString(),
   };
 }
@@ -344,6 +353,7 @@ const resolvedSchema = z.object({
   headersPackage: z.string(),
   packages: z.array(debPackageSchema).min(1),
   suites: z.array(z.string()),
+  busybox: debPackageSchema.optional(),
   resolvedAt: z.iso.datetime(),
 });
 
@@ -383,7 +393,8 @@ export class DebianArchive {
       .slice(0, 12);
     const file = join(this.root, "resolved", `${safe(suite)}_${safe(flavour)}_${debArch}_${key}.json`);
     const cached = await readResolved(file);
-    if (cached && !this.opts.refresh && Date.now() - Date.parse(cached.resolvedAt) < this.maxAgeMs) {
+    // (A resolution from before busybox was part of it is stale.)
+    if (cached?.busybox && !this.opts.refresh && Date.now() - Date.parse(cached.resolvedAt) < this.maxAgeMs) {
       return cached;
     }
     let pkgs: DebPackage[];

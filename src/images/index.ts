@@ -6,13 +6,7 @@ import { execa } from "execa";
 import type { ArchiveSettings, Machine } from "../config/types.js";
 import { ensureKeyPair } from "../guest/keys.js";
 import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
-import {
-  compareDebianVersions,
-  DebianArchive,
-  type DebPackage,
-  debArchOf,
-  type ResolvedKernel,
-} from "./debian-archive.js";
+import { DebianArchive, type DebPackage, debArchOf, type ResolvedKernel } from "./debian-archive.js";
 import { BARE_INIT, STAGE1_INIT, STAGE2_INIT } from "./guest-init.js";
 import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
 import { extractKernel } from "./kernel.js";
@@ -103,13 +97,10 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
   };
   const kernelKey = contentKey(kernelRecipe);
   const keys = await ensureKeyPair(root);
-  // The machine's own suite provides busybox; the index is already local from resolving the kernel.
-  const busybox = newest(
-    await archive.packages(machine.rootfs.suite, debArch),
-    "busybox-static",
-    machine.rootfs.suite,
-    machine.id,
-  );
+  // Any static busybox of the arch serves the initrd; the kernel's suite resolved one with the kernel.
+  const busybox = resolved.busybox;
+  if (!busybox) throw new Error(`${machine.id}: no busybox-static in ${resolved.suites.join(", ")}`);
+
   const bootRecipe = {
     v: RECIPE_VERSION,
     kernelKey,
@@ -244,15 +235,6 @@ async function timed<M extends object>(
     return { ...body, key, recipe, builtAt: new Date().toISOString(), buildSeconds };
   });
   return manifest;
-}
-
-/** The newest `name` of the release pool itself, else of -updates/-security (see rootfs.ts on why). */
-function newest(pkgs: DebPackage[], name: string, suite: string, who: string): DebPackage {
-  const byVersion = (a: DebPackage, b: DebPackage) => compareDebianVersions(b.version, a.version);
-  const all = pkgs.filter((p) => p.name === name);
-  const found = all.filter((p) => p.suite === suite).sort(byVersion)[0] ?? all.sort(byVersion)[0];
-  if (!found) throw new Error(`${who}: package ${name} not found in the archive`);
-  return found;
 }
 
 async function fileFacts(path: string): Promise<FileFacts> {

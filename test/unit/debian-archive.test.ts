@@ -317,3 +317,30 @@ describe("DebianArchive (against a local HTTP server)", () => {
     expect(await readdir(join(cacheDir, "archive", "debs"))).toEqual([]);
   });
 });
+
+describe("busybox for the initrd", () => {
+  it("comes with the kernel, from the release pool before -security", () => {
+    const pkgs = [
+      ...parsePackagesIndex(fixture("bookworm"), "http://m/debian", "bookworm"),
+      ...parsePackagesIndex(fixture("bookworm-security"), "http://m/debian-security", "bookworm-security"),
+    ];
+    const bb = (suite: string, version: string) => ({
+      name: "busybox-static",
+      version,
+      architecture: "amd64",
+      filename: `pool/b/busybox-static_${version}_amd64.deb`,
+      size: 1,
+      sha256: "0".repeat(64),
+      depends: "",
+      baseUrl: "http://m",
+      suite,
+    });
+    const r = resolveFromIndex(
+      [...pkgs, bb("bookworm", "1:1.35.0-4+b3"), bb("bookworm-security", "1:1.35.0-4+deb12u1")],
+      "bookworm",
+      "cloud",
+      "amd64",
+    );
+    expect(r.busybox?.version).toBe("1:1.35.0-4+b3");
+  });
+});
