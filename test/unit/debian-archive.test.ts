@@ -189,7 +189,12 @@ describe("DebianArchive (against a local HTTP server)", () => {
   beforeAll(async () => {
     const xz = async (name: string) =>
       (await execa("xz", ["-c"], { input: fixture(name), encoding: "buffer" })).stdout as Uint8Array;
-    files.set("/debian/dists/bookworm/main/binary-amd64/Packages.xz", Buffer.from(await xz("bookworm")));
+    // The served bookworm index also has the busybox the initrd needs.
+    const busybox = `\nPackage: busybox-static\nVersion: 1:1.35.0-4+b3\nArchitecture: amd64\nFilename: pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb\nSize: 1\nSHA256: ${"0".repeat(64)}\n`;
+    const bookworm = (
+      await execa("xz", ["-c"], { input: `${fixture("bookworm")}${busybox}`, encoding: "buffer" })
+    ).stdout as Uint8Array;
+    files.set("/debian/dists/bookworm/main/binary-amd64/Packages.xz", Buffer.from(bookworm));
     files.set(
       "/debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz",
       Buffer.from(await xz("bookworm-security")),
@@ -234,7 +239,7 @@ describe("DebianArchive (against a local HTTP server)", () => {
 
     requests.length = 0;
     expect(await archive().resolveKernel("bookworm", "cloud", "amd64")).toEqual(r);
-    expect(await archive().packages("bookworm", "amd64")).toHaveLength(8); // indexes cached, 404 too
+    expect(await archive().packages("bookworm", "amd64")).toHaveLength(9); // indexes cached, 404 too
     expect(requests).toEqual([]);
 
     await archive({ refresh: true }).resolveKernel("bookworm", "cloud", "amd64");
