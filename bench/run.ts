@@ -7,7 +7,7 @@
  *     machine's boot + guest work (goal ≤ 1.10);
  *   - wall / (all VM time ÷ jobs): how much of the pool's capacity was used;
  *   - the speed-up of --jobs 2 over --jobs 1 (goal ≥ 1.7 on 2 cores);
- *   - kmatrix's peak RSS (GNU time), with all machines running.
+ *   - kmatrix's peak RSS (VmHWM of its own process, QEMU excluded), with all machines running.
  */
 import { mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -40,12 +40,17 @@ async function measure(jobs: number): Promise<Measured> {
     out,
   ];
   const t0 = Date.now();
-  const r = await execa("/usr/bin/time", ["-f", "KMX_MAXRSS_KB=%M", "node", cli, ...args], {
-    reject: false,
-    all: true,
-  });
+  const child = execa("node", [cli, ...args], { reject: false, all: true });
+  // VmHWM is the peak RSS of kmatrix's own process (GNU time would report its QEMU children's).
+  let peakKb = 0;
+  const poll = setInterval(async () => {
+    const status = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
+    peakKb = Math.max(peakKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
+  }, 250);
+  const r = await child;
+  clearInterval(poll);
   const wallMs = Date.now() - t0;
-  const rss = Number(/KMX_MAXRSS_KB=(\d+)/.exec(r.all ?? "")?.[1] ?? Number.NaN);
+  const rss = peakKb;
   const run = JSON.parse(await readFile(join(out, "run.json"), "utf8")) as RunRecord;
   const machineMs = new Map<string, number>();
   for (const m of run.machines) {
