@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings, Machine } from "../config/types.js";
@@ -228,7 +228,6 @@ async function timed<M extends object>(
   const { manifest } = await buildOnce(dir, async (tmp) => {
     log(`building ${what}`);
     const started = Date.now();
-    await mkdir(tmp, { recursive: true });
     const body = await build(tmp);
     const buildSeconds = (Date.now() - started) / 1000;
     log(`built ${what} in ${buildSeconds.toFixed(1)} s`);

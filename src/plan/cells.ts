@@ -41,9 +41,20 @@ export function prerequisiteOutcome(test: TestSpec, done: Map<string, Outcome>):
 /** A finished command → its verdict. Exit codes declared "unsupported" skip with the output's last line. */
 export function commandOutcome(
   test: TestSpec,
-  result: { exitCode: number | undefined; timedOut: boolean; stdout: string; stderr: string },
+  result: {
+    exitCode: number | undefined;
+    signal?: string;
+    timedOut: boolean;
+    stdout: string;
+    stderr: string;
+  },
 ): Outcome {
   if (result.timedOut) return { verdict: "fail", reason: `timed out after ${test.timeoutSec} s` };
+  if (result.exitCode === undefined)
+    // Killed by a signal (a crash) is the code's doing; no status at all means the channel broke.
+    return result.signal
+      ? { verdict: "fail", reason: `killed by signal ${result.signal}` }
+      : { verdict: "error", reason: "the command ended without an exit status (the SSH channel broke)" };
   if (result.exitCode === 0) return { verdict: "pass" };
   if (result.exitCode !== undefined && test.unsupportedExitCodes.includes(result.exitCode)) {
     const last = lastLine(result.stderr) || lastLine(result.stdout);
@@ -52,7 +63,7 @@ export function commandOutcome(
       reason: `not supported here (exit ${result.exitCode})${last ? `: ${last}` : ""}`,
     };
   }
-  return { verdict: "fail", reason: `exit code ${result.exitCode ?? "none"}` };
+  return { verdict: "fail", reason: `exit code ${result.exitCode}` };
 }
 
 function lastLine(text: string): string {

@@ -14,7 +14,7 @@ const OOPS =
   /(?:^|\] )(?:Oops(?::| -)|Internal error: Oops|BUG: (?!.*(?:soft lockup|hung task))|general protection fault|kernel BUG at)/;
 
 export function classifyConsoleLine(line: string): ConsoleSignal | undefined {
-  if (line.includes(READY_MARKER) && !line.includes("echo")) return { kind: "ready" };
+  if (line.includes(READY_MARKER)) return { kind: "ready" };
   if (line.includes(FATAL_MARKER)) return { kind: "init-failed", line: line.trim() };
   if (PANIC.test(line)) return { kind: "panic", line: line.trim() };
   if (OOPS.test(line)) return { kind: "oops", line: line.trim() };

@@ -99,6 +99,12 @@ describe("verdict rules", () => {
       verdict: "fail",
       reason: "timed out after 30 s",
     });
+    // A crash is the code's fault; a missing exit status is the harness's.
+    expect(commandOutcome(t, result(undefined, { signal: "SEGV" }))).toEqual({
+      verdict: "fail",
+      reason: "killed by signal SEGV",
+    });
+    expect(commandOutcome(t, result(undefined)).verdict).toBe("error");
   });
 
   it("says which prerequisite stopped a test, and how", () => {
