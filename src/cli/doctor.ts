@@ -1,9 +1,9 @@
 import { mkdir, readFile, statfs } from "node:fs/promises";
-import { execa } from "execa";
 import { ARCHES, type Arch } from "../config/types.js";
 import { cacheRoot } from "../images/cache.js";
 import { debArchOf } from "../images/debian-archive.js";
 import { findCachedProbeKernel } from "../images/index.js";
+import { findProgram } from "../util/find-program.js";
 import { decideAccel, hostArch } from "../vm/accel.js";
 
 /** Host programs kmatrix runs, and the Debian package that provides each. */
@@ -34,8 +34,11 @@ interface Check {
 export async function runDoctor(): Promise<boolean> {
   const checks: Check[] = [];
   for (const [program, pkg] of TOOLS) {
-    const found = await execa("sh", ["-c", 'command -v "$1"', "sh", program], { reject: false });
-    checks.push({ ok: found.exitCode === 0, what: `${program}`, fix: `apt-get install ${pkg}` });
+    checks.push({
+      ok: (await findProgram(program)) !== undefined,
+      what: `${program}`,
+      fix: `apt-get install ${pkg}`,
+    });
   }
   const isRoot = process.getuid?.() === 0;
   checks.push({

@@ -5,6 +5,7 @@ import { execa } from "execa";
 import type { Accel, Arch } from "../config/types.js";
 import { cacheRoot } from "../images/cache.js";
 import { BARE_MARKER } from "../images/guest-init.js";
+import { findProgram } from "../util/find-program.js";
 import { bareBootArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
 
 export interface AccelDecision {
@@ -111,8 +112,8 @@ async function probeKvm(arch: Arch, probeKernel?: ProbeKernel): Promise<ProbeRes
 
 async function hostStamp(arch: Arch): Promise<string> {
   const bootId = await readFile("/proc/sys/kernel/random/boot_id", "utf8").catch(() => "");
-  const which = await execa("sh", ["-c", 'command -v "$1"', "sh", qemuBinary(arch)], { reject: false });
-  const qemu = await stat(which.stdout.trim()).catch(() => undefined);
+  const path = await findProgram(qemuBinary(arch));
+  const qemu = path ? await stat(path).catch(() => undefined) : undefined;
   return `${bootId.trim()}/${qemu?.mtimeMs ?? 0}`;
 }
 
