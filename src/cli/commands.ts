@@ -100,9 +100,20 @@ export function registerCommands(program: Command): void {
         positiveInt,
       ),
     )
+    .option("--libs <dir|git-url@ref>", "falcosecurity/libs for the falco plan (same as --source libs=…)")
+    .option(
+      "--source <name=dir|git-url@ref>",
+      "where a plan source lives (repeatable; overrides the config's sources:)",
+      (value: string, previous: Record<string, string> = {}) => {
+        const eq = value.indexOf("=");
+        if (eq < 1) throw new UsageError(`--source: expected name=<dir | git-url@ref>, got "${value}"`);
+        return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+      },
+    )
     .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
-      const outcome = await runCommand(flags, VERSION);
+      const sources = { ...flags.source, ...(flags.libs ? { libs: flags.libs } : {}) };
+      const outcome = await runCommand({ ...flags, sources }, VERSION);
       console.log(`results: ${outcome.outDir}`);
       await reportCommand(outcome.outDir, { baseline: flags.baseline });
       process.exitCode = outcome.exitCode;

@@ -3,8 +3,8 @@ import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { loadMatrix, selectMachines } from "../config/load.js";
 import type { Arch } from "../config/types.js";
-import { loadPlan } from "../plan/load.js";
-import { materializeSources } from "../plan/sources.js";
+import { bindSources, type GivenLocation, loadPlan } from "../plan/load.js";
+import { materializeSources, sourceSkips } from "../plan/sources.js";
 import { ResultStore, readExisting } from "../results/store.js";
 import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
 import { builderKey, cellKey, runEngine } from "../run/engine.js";
@@ -23,6 +23,8 @@ export interface RunFlags {
   output?: string;
   resume?: string;
   jobs?: number;
+  /** Plan source locations given on the command line (`--libs`, `--source name=…`). */
+  sources?: Record<string, string>;
 }
 
 export interface RunOutcome {
@@ -34,7 +36,11 @@ export interface RunOutcome {
 export async function runCommand(flags: RunFlags, version: string): Promise<RunOutcome> {
   const matrix = await loadMatrix({ configPath: flags.config });
   const machines = selectMachines(matrix, { arch: flags.arch, patterns: flags.machine });
-  const plan = await loadPlan(flags.plan);
+  const given = new Map<string, GivenLocation>();
+  for (const s of matrix.sources) given.set(s.name, { ...s, from: `${matrix.origin}: sources.${s.name}` });
+  for (const [name, spec] of Object.entries(flags.sources ?? {}))
+    given.set(name, { spec, baseDir: process.cwd(), from: name === "libs" ? "--libs" : `--source ${name}` });
+  const plan = bindSources(await loadPlan(flags.plan), given);
   for (const b of plan.builders)
     for (const arch of new Set(machines.map((m) => m.arch)))
       if (!matrix.machines.some((m) => m.name === b.machine && m.arch === arch))
@@ -42,6 +48,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
           `${plan.origin}: builder ${b.name}: no machine ${b.machine} for ${arch} in ${matrix.origin}`,
         );
   const sources = await materializeSources(plan.sources, progress);
+  const skips = sourceSkips(plan.tests, sources);
 
   const runId = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "").replace("T", "-");
   const outDir = resolve(flags.resume ?? flags.output ?? join("kmatrix-out", runId));
@@ -75,7 +82,12 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
     startedAt: previous?.startedAt ?? new Date().toISOString(),
     host: { arch: process.arch, cpus: cpus().length, memoryMiB: Math.round(totalmem() / 1024 ** 2) },
     config: { origin: matrix.origin },
-    plan: { name: plan.name, origin: plan.origin, tests: plan.tests.map((t) => t.name) },
+    plan: {
+      name: plan.name,
+      origin: plan.origin,
+      tests: plan.tests.map((t) => t.name),
+      sources: [...sources].map(([name, s]) => ({ name, dir: s.dir, revision: s.revision })),
+    },
     machines: previous?.machines ?? machines.map((m) => ({ machineId: m.id, machine: m.name, arch: m.arch })),
     builders: previous?.builders ?? [],
   };
@@ -95,6 +107,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       machines,
       plan,
       sources,
+      sourceSkips: skips,
       outDir,
       runDir,
       jobs,

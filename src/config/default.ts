@@ -20,6 +20,10 @@ vm:
 #   mirror: http://deb.debian.org/debian
 #   securityMirror: http://deb.debian.org/debian-security
 
+# Where plan sources live, relative to this file or as git-url@ref; --libs / --source override.
+# sources:
+#   libs: ../libs       # falcosecurity/libs, for \`kmatrix run --plan falco\`
+
 machines:
   # arch: a single value or a list of x86_64 | aarch64; omitted means both.
   # kernel.flavour: the Debian kernel flavour (linux-image-<flavour>-<arch>); "cloud" is the default

@@ -28,14 +28,14 @@ export async function loadMatrix(opts: { configPath?: string; cwd?: string } = {
   if (opts.configPath !== undefined) {
     const text = await readIfExists(path.resolve(cwd, opts.configPath), opts.configPath);
     if (text === undefined) throw new UsageError(`${opts.configPath}: config file not found`);
-    return parseMatrix(text, opts.configPath);
+    return parseMatrix(text, opts.configPath, path.dirname(path.resolve(cwd, opts.configPath)));
   }
   const local = path.resolve(cwd, "kmatrix.yaml");
   const origin = displayPath(local);
   const text = await readIfExists(local, origin);
   return text === undefined
     ? parseMatrix(DEFAULT_MATRIX_YAML, DEFAULT_MATRIX_ORIGIN)
-    : parseMatrix(text, origin);
+    : parseMatrix(text, origin, cwd);
 }
 
 async function readIfExists(file: string, shown: string): Promise<string | undefined> {
@@ -54,7 +54,7 @@ function displayPath(abs: string): string {
 }
 
 /** Pure: YAML text → validated, expanded matrix. `origin` prefixes every error message. */
-export function parseMatrix(text: string, origin: string): Matrix {
+export function parseMatrix(text: string, origin: string, baseDir = process.cwd()): Matrix {
   const file = parseYamlFile(text, origin, MatrixFileSchema, 'expected a "machines:" list');
 
   const archive: ArchiveSettings = {
@@ -86,7 +86,8 @@ export function parseMatrix(text: string, origin: string): Matrix {
       });
     }
   });
-  return { origin, archive, machines };
+  const sources = Object.entries(file.sources ?? {}).map(([name, spec]) => ({ name, spec, baseDir }));
+  return { origin, archive, machines, sources };
 }
 
 /**

@@ -8,13 +8,17 @@ import { ARCHES } from "./types.js";
 
 const SUITE_RE = /^[a-z][a-z0-9-]*$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+$/;
 const FLAVOUR_RE = /^[a-z0-9][a-z0-9-]*$/;
 
 const suite = z.string().regex(SUITE_RE, { error: "expected a suite name like bookworm ([a-z][a-z0-9-]*)" });
 const httpUrl = z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" });
 
 export const ArchSchema = z.enum(ARCHES);
+
+/** A Debian package, optionally from another suite of the same archive: `bpftool/bookworm-backports`. */
+export const DebianPackageSchema = z.string().regex(/^[a-z0-9][a-z0-9+.-]+(\/[a-z][a-z0-9-]*)?$/, {
+  error: 'expected a Debian package name, optionally with "/suite" (e.g. bpftool/bookworm-backports)',
+});
 
 /** Every field optional: the same shape serves as file-wide defaults and per-machine overrides. */
 export const VmSchema = z.strictObject({
@@ -51,7 +55,7 @@ export const MachineEntrySchema = z.strictObject({
   kernel: KernelSourceSchema,
   /** Omitted: a Debian rootfs of the kernel's suite (filled in by load.ts). */
   rootfs: RootfsSourceSchema.optional(),
-  packages: z.array(z.string().regex(PACKAGE_RE, { error: "expected a Debian package name" })).default([]),
+  packages: z.array(DebianPackageSchema).default([]),
   vm: VmSchema.optional(),
 });
 
@@ -64,6 +68,8 @@ export const MatrixFileSchema = z.strictObject({
     })
     .optional(),
   machines: z.array(MachineEntrySchema).min(1),
+  /** Where plan sources live, e.g. `libs: ../falcosecurity-libs` (a directory or `git-url@ref`). */
+  sources: z.record(z.string().regex(NAME_RE), z.string().min(1)).optional(),
 });
 
 export type MatrixFile = z.infer<typeof MatrixFileSchema>;

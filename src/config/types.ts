@@ -43,4 +43,6 @@ export interface Matrix {
   origin: string;
   archive: ArchiveSettings;
   machines: Machine[];
+  /** Plan source locations from the file (`sources:`); a relative path is relative to `baseDir`. */
+  sources: { name: string; spec: string; baseDir: string }[];
 }

@@ -45,25 +45,34 @@ export interface RootfsRecipe {
  * quickly and mirrors lag behind their indexes (bullseye-security lists bpftool builds it no longer
  * serves), while the release pool is stable.
  */
-function aptPreferences(suite: string, suites: string[]): string {
+function aptPreferences(suite: string, suites: string[], fromOtherSuites: Map<string, string[]>): string {
   const kernelBuild = "linux-headers-* linux-kbuild-* linux-compiler-*";
   return [
     `Package: *\nPin: release n=${suite}\nPin-Priority: 990\n`,
     ...suites
       .filter((s) => s !== suite)
       .map((s) => `Package: ${kernelBuild}\nPin: release n=${s}\nPin-Priority: 995\n`),
+    ...[...fromOtherSuites].map(
+      ([s, names]) => `Package: ${names.join(" ")}\nPin: release n=${s}\nPin-Priority: 995\n`,
+    ),
   ].join("\n");
 }
 
+/** `extra` may name a package of another suite as `name/suite` (e.g. `bpftool/bookworm-backports`). */
 export function rootfsRecipe(kernel: ResolvedKernel, suite: string, extra: string[]): RootfsRecipe {
-  const packages = [...new Set([...BASE_PACKAGES, kernel.headersPackage, ...extra])];
+  const fromOtherSuites = new Map<string, string[]>();
+  const names = extra.map((p) => {
+    const [name = p, from] = p.split("/");
+    if (from) fromOtherSuites.set(from, [...(fromOtherSuites.get(from) ?? []), name]);
+    return name;
+  });
   return {
     suite,
-    preferences: aptPreferences(suite, kernel.suites),
+    preferences: aptPreferences(suite, kernel.suites, fromOtherSuites),
     debArch: kernel.debArch,
     kernelRelease: kernel.release,
-    suites: kernel.suites,
-    packages,
+    suites: [...new Set([...kernel.suites, ...fromOtherSuites.keys()])],
+    packages: [...new Set([...BASE_PACKAGES, kernel.headersPackage, ...names])],
   };
 }
 

@@ -1,5 +1,6 @@
 import semver from "semver";
 import type { Arch } from "../config/types.js";
+import { scapOpenShortfall } from "./scap-open.js";
 import type { TestSpec } from "./schema.js";
 
 /** `6.1.0-56-cloud-amd64` → `6.1.0`; `7.2.13+deb14-cloud-arm64` → `7.2.13`. */
@@ -18,6 +19,19 @@ export function staticSkip(test: TestSpec, arch: Arch, kernelRelease: string): s
   return semver.lt(have, need)
     ? `kernel ${have} is older than ${min}, the minimum for ${test.name} on ${arch}`
     : undefined;
+}
+
+/**
+ * Everything decided before a test runs on a machine: skipped because the sources lack the driver
+ * (`sourceSkips`, the same on every machine) or because the kernel is too old for it.
+ */
+export function plannedSkip(
+  test: TestSpec,
+  arch: Arch,
+  kernelRelease: string,
+  sourceSkips: ReadonlyMap<string, string>,
+): string | undefined {
+  return sourceSkips.get(test.name) ?? staticSkip(test, arch, kernelRelease);
 }
 
 export type Outcome = { verdict: "pass" | "skip" | "fail" | "error"; reason?: string };
@@ -55,7 +69,10 @@ export function commandOutcome(
     return result.signal
       ? { verdict: "fail", reason: `killed by signal ${result.signal}` }
       : { verdict: "error", reason: "the command ended without an exit status (the SSH channel broke)" };
-  if (result.exitCode === 0) return { verdict: "pass" };
+  if (result.exitCode === 0) {
+    const shortfall = test.check === "scap-open" ? scapOpenShortfall(result.stdout) : undefined;
+    return shortfall ? { verdict: "fail", reason: shortfall } : { verdict: "pass" };
+  }
   if (result.exitCode !== undefined && test.unsupportedExitCodes.includes(result.exitCode)) {
     const last = lastLine(result.stderr) || lastLine(result.stdout);
     return {

@@ -8,10 +8,20 @@ import { type BuilderSpec, type PlanFile, PlanFileSchema, type TestSpec } from "
 /** Plans shipped with kmatrix, selectable by name (`--plan example`). */
 export const BUILTIN_PLANS_DIR = join(PACKAGE_ROOT, "plans");
 
+export type SourceLocation = { kind: "dir"; path: string } | { kind: "git"; url: string; ref: string };
+
 export interface SourceRef {
   name: string;
-  /** A local directory, or a git URL with a ref. */
-  location: { kind: "dir"; path: string } | { kind: "git"; url: string; ref: string };
+  /** A local directory, a git URL with a ref, or (until bindSources) one the user must give. */
+  location: SourceLocation | { kind: "given"; help: string };
+}
+
+/** A source location the user gave: the spec and the directory a relative path is relative to. */
+export interface GivenLocation {
+  spec: string;
+  baseDir: string;
+  /** Where it was given, for messages: `--libs`, `kmatrix.yaml: sources.libs`. */
+  from: string;
 }
 
 export interface Plan {
@@ -70,8 +80,14 @@ export function parsePlan(text: string, origin: string, baseDir: string): Plan {
   });
   const sources = Object.entries(file.sources).map(([name, spec]) => ({
     name,
-    location: parseSource(spec, baseDir),
+    location:
+      typeof spec === "string" ? parseSource(spec, baseDir) : { kind: "given" as const, help: spec.given },
   }));
+  for (const [i, t] of file.tests.entries()) {
+    const source = t.skipUnless?.exists.split("/")[0];
+    if (source && !(source in file.sources))
+      fail(`tests[${i}].skipUnless.exists: no source named "${source}"`);
+  }
   return {
     name: file.name,
     description: file.description,
@@ -80,6 +96,31 @@ export function parsePlan(text: string, origin: string, baseDir: string): Plan {
     builders: builderOrder(file.builders, fail),
     tests: file.tests,
   };
+}
+
+/**
+ * The plan with every user-given source bound to a location. A source the plan wants but nobody
+ * gave is a UsageError that says how to get it; a location for a source the plan does not have is
+ * one too (a typo would otherwise be ignored).
+ */
+export function bindSources(plan: Plan, given: Map<string, GivenLocation>): Plan {
+  for (const [name, g] of given)
+    if (!plan.sources.some((s) => s.name === name))
+      throw new UsageError(
+        `${g.from}: plan ${plan.name} has no source "${name}" (its sources: ${plan.sources.map((s) => s.name).join(", ") || "none"})`,
+      );
+  const sources = plan.sources.map((s): SourceRef => {
+    const g = given.get(s.name);
+    if (g) return { name: s.name, location: parseSource(g.spec, g.baseDir) };
+    if (s.location.kind === "given") {
+      const flag = s.name === "libs" ? "--libs" : `--source ${s.name}=`;
+      throw new UsageError(
+        `plan ${plan.name} needs its ${s.name} source: give ${flag}<dir | git-url@ref> or sources.${s.name} in the config file. ${s.location.help}`,
+      );
+    }
+    return s;
+  });
+  return { ...plan, sources };
 }
 
 /** `https://host/repo.git@v1.2` (or any `scheme://…@ref`, `git@host:repo@ref`) → git; anything else a directory. */

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DebianPackageSchema } from "../config/schema.js";
 import { ARCHES } from "../config/types.js";
 
 const Name = z
@@ -13,6 +14,8 @@ export const BuilderSchema = z.strictObject({
   machine: Name,
   command: z.string().min(1),
   needs: z.array(Name).default([]),
+  /** Extra Debian packages for the builder's image (test machines do not get them). */
+  packages: z.array(DebianPackageSchema).default([]),
   timeoutSec: Seconds.default(1800),
 });
 
@@ -26,14 +29,36 @@ export const TestSchema = z.strictObject({
   minKernel: z.partialRecord(z.enum(ARCHES), KernelVersion).default({}),
   /** Exit codes meaning "this driver is not supported by this kernel": the cell is skipped. */
   unsupportedExitCodes: z.array(z.number().int().min(0).max(255)).default([]),
+  /**
+   * Skip the test on every machine unless this path exists in the plan's sources (checked on the
+   * host before anything boots): a driver that this version of the sources does not have.
+   */
+  skipUnless: z
+    .strictObject({
+      /** `<source>/<path>`, e.g. `libs/driver/bpf`. */
+      exists: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*(\/[^/\0]+)+$/, 'expected "<source>/<path>"'),
+      reason: z.string().min(1),
+    })
+    .optional(),
+  /**
+   * How the output is judged beyond the exit code. `scap-open`: the number of events captured must
+   * be the number asked for (scap-open prints both).
+   */
+  check: z.enum(["exit-code", "scap-open"]).default("exit-code"),
   timeoutSec: Seconds.default(900),
+});
+
+/** A source the user gives at run time (`--source name=…`, or the config's `sources:`). */
+const GivenSource = z.strictObject({
+  /** Said when the location is missing: how to get the source. */
+  given: z.string().min(1),
 });
 
 export const PlanFileSchema = z.strictObject({
   name: Name,
   description: z.string().optional(),
-  /** name → a directory (relative to the plan file) or `git-url@ref`. */
-  sources: z.record(Name, z.string().min(1)).default({}),
+  /** name → a directory (relative to the plan file), `git-url@ref`, or one the user gives. */
+  sources: z.record(Name, z.union([z.string().min(1), GivenSource])).default({}),
   builders: z.array(BuilderSchema).default([]),
   tests: z.array(TestSchema).min(1),
 });

@@ -1,9 +1,12 @@
+import { existsSync } from "node:fs";
 import { mkdir, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { join, sep } from "node:path";
 import { execa } from "execa";
 import { cacheRoot, contentKey } from "../images/cache.js";
 import { UsageError } from "../util/errors.js";
+import { PACKAGE_ROOT } from "../util/package-root.js";
 import type { SourceRef } from "./load.js";
+import type { TestSpec } from "./schema.js";
 
 export interface LocalSource {
   dir: string;
@@ -12,6 +15,8 @@ export interface LocalSource {
    * but not ignored, so a developer's build products never reach a machine as stale inputs.
    */
   files?: string[];
+  /** What version of the source this is, when git can tell (`0.23.2`, `0.25.4-123-gabc1234`). */
+  revision?: string;
 }
 
 /**
@@ -30,9 +35,14 @@ export async function materializeSources(
         () => false,
       );
       if (!isDir) throw new UsageError(`source ${s.name}: ${s.location.path} is not a directory`);
-      out.set(s.name, { dir: s.location.path, files: await gitFiles(s.location.path) });
+      const files = await gitFiles(s.location.path);
+      // A plan's own files (inside kmatrix) have kmatrix's version, which the run already records.
+      const own = s.location.path.startsWith(PACKAGE_ROOT + sep);
+      const revision = files && !own ? await describe(s.location.path) : undefined;
+      out.set(s.name, { dir: s.location.path, files, revision });
       continue;
     }
+    if (s.location.kind === "given") throw new Error(`source ${s.name}: no location bound (bindSources)`);
     const { url, ref } = s.location;
     const dir = join(cacheRoot(), "sources", `${s.name}-${contentKey({ url, ref })}`);
     const have = await stat(join(dir, ".git")).then(
@@ -55,9 +65,36 @@ export async function materializeSources(
         );
       }
     }
-    out.set(s.name, { dir, files: await gitFiles(dir) });
+    const commit = await describe(dir, ["rev-parse", "--short=12", "HEAD"]);
+    out.set(s.name, { dir, files: await gitFiles(dir), revision: commit ? `${ref} (${commit})` : ref });
   }
   return out;
+}
+
+/**
+ * Tests whose `skipUnless` path is missing from the sources → the reason they are skipped
+ * everywhere. Decided on the host, so a driver the sources do not have never boots a machine.
+ */
+export function sourceSkips(tests: TestSpec[], sources: Map<string, LocalSource>): Map<string, string> {
+  const skips = new Map<string, string>();
+  for (const t of tests) {
+    if (!t.skipUnless) continue;
+    const [name, ...rest] = t.skipUnless.exists.split("/");
+    const src = name ? sources.get(name) : undefined;
+    if (!src || !existsSync(join(src.dir, ...rest))) {
+      const version = src?.revision ? `; ${name} is ${src.revision}` : "";
+      skips.set(t.name, `${t.skipUnless.reason}${version}`);
+    }
+  }
+  return skips;
+}
+
+async function describe(
+  dir: string,
+  args = ["describe", "--tags", "--always", "--dirty"],
+): Promise<string | undefined> {
+  const r = await execa("git", args, { cwd: dir, reject: false });
+  return r.exitCode === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
 }
 
 async function gitFiles(dir: string): Promise<string[] | undefined> {

@@ -7,7 +7,7 @@
 import type { Arch } from "../config/types.js";
 import { type RunDiff, renderBaselineSection } from "./diff.js";
 import { CSS, JS } from "./html-assets.js";
-import { archesOf, type Cell, type LoadedRun, rowsOf, VERDICTS } from "./load.js";
+import { archesOf, type Cell, type LoadedRun, rowsOf, sourceVersions, VERDICTS } from "./load.js";
 import type { Summary } from "./summary.js";
 import { escapeXml as esc, formatDuration } from "./text.js";
 import { anchorsOf, headingOf, LEGEND, MEANING, SYMBOL } from "./verdicts.js";
@@ -117,6 +117,7 @@ export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff
   ).join("")}</dl></section>`;
   const about = [
     `plan <code>${esc(run.run.plan.name)}</code> (${run.tests.length} tests)`,
+    ...sourceVersions(run).map((v) => esc(v)),
     `kmatrix ${esc(summary.kmatrixVersion)}`,
     `started ${esc(summary.startedAt)}`,
     `run time ${formatDuration(summary.durationMs)}`,

@@ -49,7 +49,11 @@ const runSchema = z.looseObject({
   runId: z.string(),
   kmatrixVersion: z.string(),
   startedAt: z.string(),
-  plan: z.looseObject({ name: z.string(), tests: z.array(z.string()) }),
+  plan: z.looseObject({
+    name: z.string(),
+    tests: z.array(z.string()),
+    sources: z.array(z.looseObject({ name: z.string(), revision: z.string().optional() })).optional(),
+  }),
   machines: z.array(machineSchema),
   builders: z.array(z.unknown()).optional(),
 });
@@ -182,4 +186,9 @@ export function rowsOf(run: LoadedRun, arch: Arch): { machine: MachineSummary; c
     .filter((m) => m.arch === arch)
     .sort((a, b) => compareNames(a.machine, b.machine))
     .map((machine) => ({ machine, cells: run.cells.filter((c) => c.machineId === machine.machineId) }));
+}
+
+/** `libs 0.23.2` for each source whose version is known, e.g. to say what a matrix tested. */
+export function sourceVersions(run: LoadedRun): string[] {
+  return (run.run.plan.sources ?? []).flatMap((s) => (s.revision ? [`${s.name} ${s.revision}`] : []));
 }

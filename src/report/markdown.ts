@@ -5,7 +5,7 @@
  */
 import type { Arch } from "../config/types.js";
 import { type RunDiff, renderBaselineSection } from "./diff.js";
-import { type Cell, type LoadedRun, rowsOf } from "./load.js";
+import { type Cell, type LoadedRun, rowsOf, sourceVersions } from "./load.js";
 import { codeBlock } from "./text.js";
 import { anchorsOf, headingOf, LEGEND, SYMBOL } from "./verdicts.js";
 
@@ -51,7 +51,10 @@ export function renderMarkdown(run: LoadedRun, arch: Arch, diff?: RunDiff): stri
     `|${" --- |".repeat(run.tests.length + 1)}`,
     ...rows.map((r) => `| ${tableCell(r.machine.machine)} | ${r.cells.map(link).join(" | ")} |`),
   ];
-  const about = `Run \`${run.run.runId}\` (plan \`${run.run.plan.name}\`, kmatrix ${run.run.kmatrixVersion}, ${arch}).`;
+  const tested = sourceVersions(run)
+    .map((v) => ` with ${v}`)
+    .join("");
+  const about = `Run \`${run.run.runId}\` (plan \`${run.run.plan.name}\`${tested}, kmatrix ${run.run.kmatrixVersion}, ${arch}).`;
   const sections = [...anchors.keys()].map(section);
   return [
     `${lines.join("\n")}\n`,

@@ -80,7 +80,13 @@ export interface RunRecord {
   interrupted?: boolean;
   host: { arch: string; cpus: number; memoryMiB: number };
   config: { origin: string };
-  plan: { name: string; origin: string; tests: string[] };
+  plan: {
+    name: string;
+    origin: string;
+    tests: string[];
+    /** The sources the plan ran against and, when git could tell, their versions. */
+    sources?: { name: string; dir: string; revision?: string }[];
+  };
   machines: MachineSummary[];
   builders: BuilderRecord[];
   /** The report of a previous run this one is compared with (report --baseline). */

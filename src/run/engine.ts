@@ -4,7 +4,7 @@ import type { Arch, Machine, Matrix } from "../config/types.js";
 import { launchMachine } from "../guest/launch.js";
 import { BootError, GuestFault, type MachineSession } from "../guest/session.js";
 import type { MachineImage } from "../images/index.js";
-import { commandOutcome, type Outcome, prerequisiteOutcome, staticSkip } from "../plan/cells.js";
+import { commandOutcome, type Outcome, plannedSkip, prerequisiteOutcome } from "../plan/cells.js";
 import type { Plan } from "../plan/load.js";
 import type { BuilderSpec, TestSpec } from "../plan/schema.js";
 import type { LocalSource } from "../plan/sources.js";
@@ -28,6 +28,8 @@ export interface EngineOptions {
   plan: Plan;
   /** Source name → local directory (git sources already checked out) and the files to copy. */
   sources: Map<string, LocalSource>;
+  /** Tests skipped on every machine because the sources lack what they test (see sourceSkips). */
+  sourceSkips: Map<string, string>;
   outDir: string;
   runDir: string;
   jobs: number;
@@ -89,7 +91,9 @@ async function runBuilder(
 ): Promise<BuilderRecord> {
   const kept = o.keptBuilders.get(builderKey(arch, b.name));
   if (kept) return kept;
-  const machine = o.matrix.machines.find((m) => m.name === b.machine && m.arch === arch);
+  const matrixMachine = o.matrix.machines.find((m) => m.name === b.machine && m.arch === arch);
+  // The builder's own packages make its image differ from the test machine's of the same name.
+  const machine = matrixMachine && { ...matrixMachine, packages: [...matrixMachine.packages, ...b.packages] };
   const base = { builder: b.name, arch, machineId: `${b.machine}@${arch}`, artifacts: [] as string[] };
   const finish = (r: BuilderRecord) => {
     if (!o.signal.aborted) o.bus.emit({ type: "builder-ended", record: r });
@@ -225,7 +229,7 @@ async function runMachine(
         cell(test, { verdict: "error", reason: dead });
         continue;
       }
-      const skip = staticSkip(test, machine.arch, summary.kernelRelease ?? "0");
+      const skip = plannedSkip(test, machine.arch, summary.kernelRelease ?? "0", o.sourceSkips);
       if (skip) {
         cell(test, { verdict: "skip", reason: skip });
         continue;

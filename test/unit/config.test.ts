@@ -135,7 +135,7 @@ machines:
       /^kmatrix\.yaml: machines\[0\]\.kernel\.suite: .*got "Bookworm"$/,
     );
     expect(errorOf(`${ONE}    packages: [strace, "bad pkg"]\n`)).toBe(
-      'kmatrix.yaml: machines[0].packages[1]: expected a Debian package name, got "bad pkg"',
+      'kmatrix.yaml: machines[0].packages[1]: expected a Debian package name, optionally with "/suite" (e.g. bpftool/bookworm-backports), got "bad pkg"',
     );
     expect(errorOf(`vm: { memoryMiB: 128 }\n${ONE}`)).toBe(
       "kmatrix.yaml: vm.memoryMiB: expected at least 256, got 128",
@@ -191,6 +191,12 @@ describe("loadMatrix", () => {
     const m = await loadMatrix({ configPath: "other.yaml", cwd: dir });
     expect(m.origin).toBe("other.yaml");
     expect(m.machines.map((x) => x.id)).toEqual(["other@x86_64", "other@aarch64"]);
+  });
+
+  it("keeps plan sources with the config file's directory, for relative paths", async () => {
+    await writeFile(path.join(dir, "with", "src.yaml"), `${ONE}sources:\n  libs: ../libs\n`);
+    const m = await loadMatrix({ configPath: path.join("with", "src.yaml"), cwd: dir });
+    expect(m.sources).toEqual([{ name: "libs", spec: "../libs", baseDir: path.join(dir, "with") }]);
   });
 
   it("uses kmatrix.yaml in cwd, else the embedded default", async () => {
