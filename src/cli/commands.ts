@@ -37,6 +37,15 @@ async function selected(
   };
 }
 
+/** Parser of a repeatable `key=value` option into a record. */
+function keyValue(flag: string, shape: string) {
+  return (value: string, previous: Record<string, string> = {}) => {
+    const eq = value.indexOf("=");
+    if (eq < 1) throw new UsageError(`${flag}: expected ${shape}, got "${value}"`);
+    return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+  };
+}
+
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1)
@@ -104,16 +113,17 @@ export function registerCommands(program: Command): void {
     .option(
       "--source <name=dir|git-url@ref>",
       "where a plan source lives (repeatable; overrides the config's sources:)",
-      (value: string, previous: Record<string, string> = {}) => {
-        const eq = value.indexOf("=");
-        if (eq < 1) throw new UsageError(`--source: expected name=<dir | git-url@ref>, got "${value}"`);
-        return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-      },
+      keyValue("--source", "name=<dir | git-url@ref>"),
+    )
+    .option(
+      "--set <NAME=value>",
+      "set a variable the plan declares (repeatable), e.g. USE_BUNDLED_DEPS=ON",
+      keyValue("--set", "NAME=value"),
     )
     .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
       const sources = { ...flags.source, ...(flags.libs ? { libs: flags.libs } : {}) };
-      const outcome = await runCommand({ ...flags, sources }, VERSION);
+      const outcome = await runCommand({ ...flags, sources, settings: flags.set }, VERSION);
       console.log(`results: ${outcome.outDir}`);
       await reportCommand(outcome.outDir, { baseline: flags.baseline });
       process.exitCode = outcome.exitCode;

@@ -3,7 +3,7 @@ import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { loadMatrix, selectMachines } from "../config/load.js";
 import type { Arch } from "../config/types.js";
-import { bindSources, type GivenLocation, loadPlan } from "../plan/load.js";
+import { applySettings, bindSources, type GivenLocation, loadPlan } from "../plan/load.js";
 import { materializeSources, sourceSkips } from "../plan/sources.js";
 import { ResultStore, readExisting } from "../results/store.js";
 import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
@@ -25,6 +25,8 @@ export interface RunFlags {
   jobs?: number;
   /** Plan source locations given on the command line (`--libs`, `--source name=…`). */
   sources?: Record<string, string>;
+  /** `--set NAME=VALUE`: plan variables. */
+  settings?: Record<string, string>;
 }
 
 export interface RunOutcome {
@@ -40,7 +42,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   for (const s of matrix.sources) given.set(s.name, { ...s, from: `${matrix.origin}: sources.${s.name}` });
   for (const [name, spec] of Object.entries(flags.sources ?? {}))
     given.set(name, { spec, baseDir: process.cwd(), from: name === "libs" ? "--libs" : `--source ${name}` });
-  const plan = bindSources(await loadPlan(flags.plan), given);
+  const plan = applySettings(bindSources(await loadPlan(flags.plan), given), flags.settings ?? {});
   for (const b of plan.builders)
     for (const arch of new Set(machines.map((m) => m.arch)))
       if (!matrix.machines.some((m) => m.name === b.machine && m.arch === arch))
@@ -86,6 +88,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       name: plan.name,
       origin: plan.origin,
       tests: plan.tests.map((t) => t.name),
+      ...(Object.keys(plan.env).length ? { env: plan.env } : {}),
       sources: [...sources].map(([name, s]) => ({ name, dir: s.dir, revision: s.revision })),
     },
     machines: previous?.machines ?? machines.map((m) => ({ machineId: m.id, machine: m.name, arch: m.arch })),

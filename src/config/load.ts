@@ -13,6 +13,7 @@ export const DEFAULT_VM: VmSettings = {
   accel: "auto",
   bootTimeoutSec: 300,
   kernelArgs: [],
+  internet: false,
 };
 export const DEFAULT_ARCHIVE: ArchiveSettings = {
   mirror: "http://deb.debian.org/debian",

@@ -28,6 +28,8 @@ export const VmSchema = z.strictObject({
   bootTimeoutSec: z.int().min(1).optional(),
   /** Extra kernel command-line arguments (handed to QEMU as one argument, never to a shell). */
   kernelArgs: z.array(z.string().regex(/^[^\s]+$/, "expected one argument without spaces")).optional(),
+  /** Let the guest reach the internet (e.g. for libs' bundled dependencies); off by default. */
+  internet: z.boolean().optional(),
 });
 
 // Discriminated on `source` so that e.g. `{ source: oci, image: ... }` can be added as another member.

@@ -13,6 +13,8 @@ export interface VmSettings {
   bootTimeoutSec: number;
   /** Extra kernel command-line arguments. */
   kernelArgs: string[];
+  /** Whether the guest may reach the internet (slirp NAT, DNS at 10.0.2.3); off by default. */
+  internet: boolean;
 }
 
 /** Where a machine's kernel comes from. A discriminated union so that `oci` can join later. */

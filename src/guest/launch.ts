@@ -50,6 +50,7 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
     consoleLog: opts.consoleLog ?? join(workDir, "console.log"),
     x86Machine: opts.x86Machine,
     kernelArgs: machine.vm.kernelArgs,
+    internet: machine.vm.internet,
     onConsoleLine: opts.onConsoleLine,
   });
   return { session, image, accel };

@@ -42,6 +42,7 @@ export interface SessionOptions {
   consoleLog: string;
   x86Machine?: X86Machine;
   kernelArgs?: string[];
+  internet?: boolean;
   backend?: VmBackend;
   onConsoleLine?: (line: string) => void;
 }
@@ -92,6 +93,7 @@ export class MachineSession {
       consoleLog: opts.consoleLog,
       x86Machine: opts.x86Machine,
       kernelArgs: opts.kernelArgs,
+      internet: opts.internet,
     };
     const started = Date.now();
     const deadline = started + opts.bootTimeoutSec * 1000;
@@ -101,6 +103,8 @@ export class MachineSession {
       await waitForReady(vm, deadline);
       const consoleReadyMs = Date.now() - started;
       const guest = await connectUntil(vm, opts.privateKey, deadline);
+      // slirp answers DNS at 10.0.2.3; without internet there is nothing to resolve.
+      if (opts.internet) await guest.exec("echo nameserver 10.0.2.3 > /etc/resolv.conf");
       return new MachineSession(vm, guest, { consoleReadyMs, usableMs: Date.now() - started });
     } catch (err) {
       await vm.stop();

@@ -29,6 +29,7 @@ export interface Plan {
   description?: string;
   origin: string;
   sources: SourceRef[];
+  env: Record<string, string>;
   builders: BuilderSpec[];
   tests: TestSpec[];
 }
@@ -93,6 +94,7 @@ export function parsePlan(text: string, origin: string, baseDir: string): Plan {
     description: file.description,
     origin,
     sources,
+    env: file.env,
     builders: builderOrder(file.builders, fail),
     tests: file.tests,
   };
@@ -121,6 +123,16 @@ export function bindSources(plan: Plan, given: Map<string, GivenLocation>): Plan
     return s;
   });
   return { ...plan, sources };
+}
+
+/** The plan with `--set NAME=VALUE` applied; only variables the plan declares can be set. */
+export function applySettings(plan: Plan, settings: Record<string, string>): Plan {
+  for (const name of Object.keys(settings))
+    if (!(name in plan.env))
+      throw new UsageError(
+        `--set ${name}: plan ${plan.name} has no variable ${name} (its variables: ${Object.keys(plan.env).join(", ") || "none"})`,
+      );
+  return { ...plan, env: { ...plan.env, ...settings } };
 }
 
 /** `https://host/repo.git@v1.2` (or any `scheme://…@ref`, `git@host:repo@ref`) → git; anything else a directory. */

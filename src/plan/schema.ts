@@ -59,6 +59,10 @@ export const PlanFileSchema = z.strictObject({
   description: z.string().optional(),
   /** name → a directory (relative to the plan file), `git-url@ref`, or one the user gives. */
   sources: z.record(Name, z.union([z.string().min(1), GivenSource])).default({}),
+  /** Variables every command sees, with their defaults; `kmatrix run --set NAME=VALUE` changes them. */
+  env: z
+    .record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/, "expected an UPPER_CASE variable name"), z.string())
+    .default({}),
   builders: z.array(BuilderSchema).default([]),
   tests: z.array(TestSchema).min(1),
 });

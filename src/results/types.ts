@@ -84,6 +84,8 @@ export interface RunRecord {
     name: string;
     origin: string;
     tests: string[];
+    /** The plan's variables as this run set them. */
+    env?: Record<string, string>;
     /** The sources the plan ran against and, when git could tell, their versions. */
     sources?: { name: string; dir: string; revision?: string }[];
   };

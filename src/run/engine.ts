@@ -120,11 +120,14 @@ async function runBuilder(
     session = launched.session;
     await provision(o, session, arch, b.needs);
     const out = `${GUEST.out}/${b.name}`;
-    const result = await session.run(guestCommand(b.command, arch, { KMATRIX_OUT: out }, out), {
-      timeoutMs: b.timeoutSec * 1000,
-      onStdout: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
-      onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
-    });
+    const result = await session.run(
+      guestCommand(b.command, arch, { ...o.plan.env, KMATRIX_OUT: out }, out),
+      {
+        timeoutMs: b.timeoutSec * 1000,
+        onStdout: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
+        onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
+      },
+    );
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
     // The builder's command failing is the code's fault; everything around it is the harness's.
     const failed = (reason: string) => finish({ ...base, ok: false, fault: "code", reason, outputTail });
@@ -259,7 +262,7 @@ async function runMachine(
       const base = { command: test.command, startedAt };
       const t0 = Date.now();
       try {
-        const result = await session.run(guestCommand(test.command, machine.arch), {
+        const result = await session.run(guestCommand(test.command, machine.arch, o.plan.env), {
           timeoutMs: test.timeoutSec * 1000,
           onStdout: (chunk) =>
             o.bus.emit({ type: "step-output", machineId: machine.id, step: test.name, chunk }),

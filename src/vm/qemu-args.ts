@@ -16,6 +16,8 @@ export interface QemuLaunch {
   /** x86_64 only; see docs/architecture.md for the measurement behind the default. */
   x86Machine?: X86Machine;
   kernelArgs?: string[];
+  /** Let the guest reach the internet through slirp's NAT (off: it reaches nothing). */
+  internet?: boolean;
 }
 
 export function qemuBinary(arch: Arch): string {
@@ -89,8 +91,9 @@ export function qemuArgs(l: QemuLaunch): string[] {
     "-device",
     `virtio-blk-${bus},drive=root`,
     // restrict=on: the guest reaches nothing on the host or beyond; the forward still works.
+    // Either way the forward listens on 127.0.0.1 only.
     "-netdev",
-    `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${l.sshPort}-:22`,
+    `user,id=net0,restrict=${l.internet ? "off" : "on"},hostfwd=tcp:127.0.0.1:${l.sshPort}-:22`,
     "-device",
     `virtio-net-${bus},netdev=net0`,
     "-device",

@@ -23,6 +23,7 @@ export interface BootSpec {
   consoleLog: string;
   x86Machine?: X86Machine;
   kernelArgs?: string[];
+  internet?: boolean;
 }
 
 export interface VmExit {

@@ -5,7 +5,7 @@ import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Arch } from "../../src/config/types.js";
 import { plannedSkip } from "../../src/plan/cells.js";
-import { bindSources, type GivenLocation, loadPlan, type Plan } from "../../src/plan/load.js";
+import { applySettings, bindSources, type GivenLocation, loadPlan, type Plan } from "../../src/plan/load.js";
 import { type LocalSource, materializeSources, sourceSkips } from "../../src/plan/sources.js";
 
 const given = (entries: Record<string, string>) =>
@@ -52,6 +52,14 @@ describe("the falco plan", () => {
     });
     expect(() => bindSources(plan, given({ libs: "/x", lib: "/y" }))).toThrow(
       /--source lib: plan falco has no source "lib" \(its sources: libs, falco\)/,
+    );
+  });
+
+  it("builds against Debian's packages unless --set USE_BUNDLED_DEPS=ON", () => {
+    expect(plan.env).toEqual({ USE_BUNDLED_DEPS: "OFF" });
+    expect(applySettings(plan, { USE_BUNDLED_DEPS: "ON" }).env).toEqual({ USE_BUNDLED_DEPS: "ON" });
+    expect(() => applySettings(plan, { BUNDLED: "ON" })).toThrow(
+      "--set BUNDLED: plan falco has no variable BUNDLED (its variables: USE_BUNDLED_DEPS)",
     );
   });
 

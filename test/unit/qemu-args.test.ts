@@ -19,6 +19,11 @@ describe("qemuArgs", () => {
     expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]);
   });
 
+  it("lets the guest out only when asked, still forwarding on loopback only", () => {
+    const args = qemuArgs({ ...base, arch: "aarch64", accel: "tcg", internet: true });
+    expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=off,hostfwd=tcp:127.0.0.1:40022-:22"]);
+  });
+
   it("escapes commas in the disk path", () => {
     const args = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
     expect(valuesOf(args, "-drive")[0]).toContain("file=/run/a,,b/disk.qcow2,");
