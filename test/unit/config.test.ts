@@ -52,7 +52,7 @@ describe("default matrix", () => {
       kernel: { source: "debian", suite: "trixie", flavour: "cloud" },
       rootfs: { source: "debian", suite: "trixie" },
       packages: [],
-      vm: { cpus: 2, memoryMiB: 2048, accel: "auto", bootTimeoutSec: 300, kernelArgs: [] },
+      vm: { cpus: 2, memoryMiB: 2048, accel: "auto", bootTimeoutSec: 300, kernelArgs: [], internet: false },
     });
     expect(m.archive).toEqual({
       mirror: "http://deb.debian.org/debian",
@@ -89,8 +89,22 @@ machines:
     );
     const [a, b] = m.machines;
     expect(m.machines).toHaveLength(2);
-    expect(a?.vm).toEqual({ cpus: 4, memoryMiB: 4096, accel: "kvm", bootTimeoutSec: 300, kernelArgs: [] });
-    expect(b?.vm).toEqual({ cpus: 4, memoryMiB: 2048, accel: "tcg", bootTimeoutSec: 300, kernelArgs: [] });
+    expect(a?.vm).toEqual({
+      cpus: 4,
+      memoryMiB: 4096,
+      accel: "kvm",
+      bootTimeoutSec: 300,
+      kernelArgs: [],
+      internet: false,
+    });
+    expect(b?.vm).toEqual({
+      cpus: 4,
+      memoryMiB: 2048,
+      accel: "tcg",
+      bootTimeoutSec: 300,
+      kernelArgs: [],
+      internet: false,
+    });
     expect(a?.kernel.flavour).toBe("rt");
     expect(a?.rootfs.suite).toBe("trixie");
     expect(a?.packages).toEqual(["strace", "libc6-dev", "g++"]);
