@@ -120,6 +120,14 @@ export function registerCommands(program: Command): void {
       "set a variable the plan declares (repeatable), e.g. USE_BUNDLED_DEPS=ON",
       keyValue("--set", "NAME=value"),
     )
+    .addOption(
+      new Option(
+        "--builders <where>",
+        "where builders run: auto = a VM with KVM, else (as root) a container of the same image",
+      )
+        .choices(["auto", "vm", "container"])
+        .default("auto"),
+    )
     .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
       const sources = { ...flags.source, ...(flags.libs ? { libs: flags.libs } : {}) };

@@ -23,6 +23,8 @@ export interface RunFlags {
   output?: string;
   resume?: string;
   jobs?: number;
+  /** Where builders run (see EngineOptions.builders). */
+  builders?: "vm" | "container" | "auto";
   /** Plan source locations given on the command line (`--libs`, `--source name=…`). */
   sources?: Record<string, string>;
   /** `--set NAME=VALUE`: plan variables. */
@@ -118,6 +120,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       signal: abort.signal,
       kept,
       keptBuilders,
+      builders: flags.builders ?? "auto",
     });
   } finally {
     restoreInterrupt();

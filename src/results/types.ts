@@ -53,6 +53,8 @@ export interface BuilderRecord {
   /** Who is at fault when not ok: the code it builds ("code"), or the harness ("harness"). */
   fault?: "code" | "harness";
   durationMs?: number;
+  /** Where the command ran: a booted VM, or a container of the same image (no KVM; see guest/container.ts). */
+  isolation?: "vm" | "container";
   artifacts: string[];
   outputTail?: string;
 }

@@ -1,15 +1,17 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Arch, Machine, Matrix } from "../config/types.js";
+import { ContainerSession } from "../guest/container.js";
 import { launchMachine } from "../guest/launch.js";
 import { BootError, GuestFault, type MachineSession } from "../guest/session.js";
-import type { MachineImage } from "../images/index.js";
+import { type MachineImage, prepareImage } from "../images/index.js";
 import { commandOutcome, type Outcome, plannedSkip, prerequisiteOutcome } from "../plan/cells.js";
 import type { Plan } from "../plan/load.js";
 import type { BuilderSpec, TestSpec } from "../plan/schema.js";
 import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../results/types.js";
 import { shellQuote } from "../util/shell-quote.js";
+import { decideAccel } from "../vm/accel.js";
 import type { EventBus } from "./events.js";
 import { runPool } from "./pool.js";
 
@@ -39,6 +41,8 @@ export interface EngineOptions {
   kept: Map<string, CellRecord>;
   /** Builders that already succeeded with their artifacts on disk (--resume). */
   keptBuilders: Map<string, BuilderRecord>;
+  /** Where builders run; "auto": a VM when KVM works, else a container if kmatrix is root. */
+  builders: "vm" | "container" | "auto";
 }
 
 export const cellKey = (machineId: string, test: string) => `${machineId}/${test}`;
@@ -106,18 +110,28 @@ async function runBuilder(
     if (!r?.ok)
       return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
   }
-  o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id });
   const started = Date.now();
   const step = `builder:${b.name}`;
-  let session: MachineSession | undefined;
+  let session: BuilderSession | undefined;
+  let isolation: "vm" | "container" | undefined;
   try {
-    const launched = await boot(
-      o,
-      machine,
-      "builder",
-      join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`),
-    );
-    session = launched.session;
+    isolation = await builderIsolation(o, machine);
+    o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id, isolation });
+    session =
+      isolation === "container"
+        ? await ContainerSession.start({
+            disk: (await imageOf(o, machine)).disk,
+            workDir: join(o.runDir, "builder", `${machine.id.replace("@", "_")}-${b.name}`),
+            internet: machine.vm.internet,
+          })
+        : (
+            await boot(
+              o,
+              machine,
+              "builder",
+              join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`),
+            )
+          ).session;
     await provision(o, session, arch, b.needs);
     const out = `${GUEST.out}/${b.name}`;
     const result = await session.run(
@@ -130,7 +144,8 @@ async function runBuilder(
     );
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
     // The builder's command failing is the code's fault; everything around it is the harness's.
-    const failed = (reason: string) => finish({ ...base, ok: false, fault: "code", reason, outputTail });
+    const failed = (reason: string) =>
+      finish({ ...base, ok: false, fault: "code", reason, outputTail, isolation });
     if (result.timedOut) return failed(`timed out after ${b.timeoutSec} s`);
     if (result.exitCode !== 0) return failed(`exit code ${result.exitCode}`);
     const dest = join(o.outDir, "artifacts", arch);
@@ -141,6 +156,7 @@ async function runBuilder(
       ...base,
       ok: true,
       durationMs: Date.now() - started,
+      isolation,
       artifacts: listing.stdout
         .split("\n")
         .filter(Boolean)
@@ -155,6 +171,7 @@ async function runBuilder(
       fault,
       reason: harnessReason(err),
       durationMs: Date.now() - started,
+      isolation,
     });
   } finally {
     await session?.stop();
@@ -342,10 +359,37 @@ async function boot(
   });
 }
 
+/** What a builder's command needs from where it runs: a VM's session or a container. */
+type BuilderSession = Pick<MachineSession, "run" | "copyIn" | "copyOut" | "stop">;
+
+/**
+ * A VM when asked, or when KVM makes it fast; without KVM a container of the same image builds
+ * ~50x faster (see guest/container.ts), which needs root for its mounts.
+ */
+async function builderIsolation(o: EngineOptions, machine: Machine): Promise<"vm" | "container"> {
+  if (o.builders !== "auto") return o.builders;
+  if (process.getuid?.() !== 0) return "vm";
+  const image = await imageOf(o, machine);
+  const accel = await decideAccel(machine.vm.accel, machine.arch, {
+    kernel: image.vmlinuz,
+    bareInitrd: image.bareInitrd,
+  });
+  return accel.accel === "kvm" ? "vm" : "container";
+}
+
+/** The machine's image, built first if needed (cached: a second call costs a lookup). */
+function imageOf(o: EngineOptions, machine: Machine): Promise<MachineImage> {
+  o.bus.emit({ type: "image-preparing", machineId: machine.id });
+  return prepareImage(machine, {
+    archive: o.matrix.archive,
+    log: (line) => o.bus.emit({ type: "image-progress", machineId: machine.id, line }),
+  });
+}
+
 /** Sources and the artifacts of the given builders, where every command expects them. */
 async function provision(
   o: EngineOptions,
-  session: MachineSession,
+  session: BuilderSession,
   arch: Arch,
   builders: string[],
 ): Promise<void> {

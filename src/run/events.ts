@@ -13,7 +13,13 @@ export type RunEvent =
   | { type: "machine-booting"; machineId: string; role: "builder" | "test"; accel: string }
   | { type: "machine-booted"; machineId: string; bootMs: number }
   | { type: "machine-ended"; machine: MachineSummary }
-  | { type: "builder-started"; builder: string; arch: Arch; machineId: string }
+  | {
+      type: "builder-started";
+      builder: string;
+      arch: Arch;
+      machineId: string;
+      isolation: "vm" | "container";
+    }
   | { type: "builder-ended"; record: BuilderRecord }
   | { type: "step-started"; machineId: string; test: string }
   | { type: "step-output"; machineId: string; step: string; chunk: string }

@@ -17,9 +17,14 @@ export async function runPool(
     running--;
     waiting.shift()?.();
   };
+  // A job waiting on one that an interrupt stopped before it ran would wait forever.
+  const aborted = new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
   await Promise.all(
     jobs.map(async (job) => {
-      await job.ready();
+      await Promise.race([job.ready(), aborted]);
       if (signal.aborted) return;
       await slot();
       try {

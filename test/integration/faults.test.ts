@@ -16,6 +16,9 @@ const args = [
   join(FIXTURE, "plan.yaml"),
   "--jobs",
   "2",
+  // The example plan's builders run in containers (auto, as root, without KVM); these run in VMs.
+  "--builders",
+  "vm",
 ];
 
 async function cells(out: string, machineId: string): Promise<Record<string, CellRecord>> {
