@@ -26,7 +26,25 @@ const out = join(await mkdtemp(join(tmpdir(), "kmx-bench-configure-")), "run");
 const t0 = Date.now();
 const r = await execa(
   "node",
-  [cli, "run", "--plan", planFile, "--libs", libs, "-m", machine, "-a", "x86_64", "--jobs", "1", "-o", out],
+  // --builders vm: the "CMake in the machine" variant must run in a machine like the test's.
+  [
+    cli,
+    "run",
+    "--plan",
+    planFile,
+    "--libs",
+    libs,
+    "-m",
+    machine,
+    "-a",
+    "x86_64",
+    "--jobs",
+    "1",
+    "--builders",
+    "vm",
+    "-o",
+    out,
+  ],
   { reject: false, stdio: ["ignore", "inherit", "inherit"] },
 );
 const wallMs = Date.now() - t0;
