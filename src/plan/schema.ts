@@ -14,6 +14,11 @@ export const BuilderSchema = z.strictObject({
   machine: Name,
   command: z.string().min(1),
   needs: z.array(Name).default([]),
+  /**
+   * The command reads the machine's running kernel (e.g. its BTF in /sys/kernel/btf), so it always
+   * runs in a booted VM, never in a container of the image (whose /sys is the host's).
+   */
+  needsKernel: z.boolean().default(false),
   /** Extra Debian packages for the builder's image (test machines do not get them). */
   packages: z.array(DebianPackageSchema).default([]),
   timeoutSec: Seconds.default(1800),

@@ -115,7 +115,7 @@ async function runBuilder(
   let session: BuilderSession | undefined;
   let isolation: "vm" | "container" | undefined;
   try {
-    isolation = await builderIsolation(o, machine);
+    isolation = b.needsKernel ? "vm" : await builderIsolation(o, machine);
     o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id, isolation });
     session =
       isolation === "container"
@@ -363,7 +363,7 @@ async function boot(
 type BuilderSession = Pick<MachineSession, "run" | "copyIn" | "copyOut" | "stop">;
 
 /**
- * A VM when asked, or when KVM makes it fast; without KVM a container of the same image builds
+ * For a builder that does not need its machine's kernel: a VM when asked, or when KVM makes it fast; without KVM a container of the same image builds
  * ~50x faster (see guest/container.ts), which needs root for its mounts.
  */
 async function builderIsolation(o: EngineOptions, machine: Machine): Promise<"vm" | "container"> {

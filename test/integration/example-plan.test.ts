@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { checkReportsAgree } from "../../src/report/index.js";
-import type { CellRecord } from "../../src/results/types.js";
+import type { BuilderRecord, CellRecord } from "../../src/results/types.js";
 import { CLI, qemuProcesses } from "./helpers.js";
 
 const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
@@ -33,6 +33,11 @@ describe("the example plan on debian-bookworm-6.1, x86_64 and aarch64", () => {
       // A pass means 50 real events were captured, as the runner printed them.
       const log = await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, "kmod_open.log"), "utf8");
       expect(log).toMatch(/captured 50 events/);
+      // The skeleton needs its machine's kernel (BTF): a VM. The runner may use a container (no KVM).
+      const builder = async (name: string): Promise<BuilderRecord> =>
+        JSON.parse(await readFile(join(out, "builders", arch, `${name}.json`), "utf8"));
+      expect((await builder("modern-skel")).isolation).toBe("vm");
+      expect(["vm", "container"]).toContain((await builder("runner")).isolation);
     }
     expect(r.exitCode, r.all).toBe(0);
     expect(r.stdout).toContain(`results: ${out}`);
