@@ -18,6 +18,14 @@ BPF_ARGS=
 [ -d "$LIBS/driver/bpf" ] && BPF_ARGS=-DBUILD_BPF=ON
 set -x
 
+# On aarch64, bookworm's libbpf.a (gcc 12, outline atomics) calls a libgcc helper that bullseye's
+# gcc 10 lacks; the example runner's small definition of it is linked in (an object, so it always is).
+COMPAT=
+if [ "$(uname -m)" = aarch64 ]; then
+	gcc -O2 -c "$KMATRIX_SRC/drivers/runner/libgcc-compat.c" -o "$BUILD/libgcc-compat.o"
+	COMPAT=$BUILD/libgcc-compat.o
+fi
+
 # Configure through our wrapper: libs' top level needs libsinsp's deps and CMake >= 3.24.
 if ! cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DLIBS_DIR="$LIBS" \
@@ -26,6 +34,7 @@ if ! cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DBUILD_DRIVER=ON $BPF_ARGS \
 	-DBUILD_LIBSCAP_MODERN_BPF=ON -DMODERN_BPF_SKEL_DIR="$SKEL/skel_dir" \
 	-DLIBBPF_INCLUDE="$SKEL/libbpf/include" -DLIBBPF_LIB="$SKEL/libbpf/lib/libbpf.a" \
+	-DCMAKE_EXE_LINKER_FLAGS="$COMPAT" \
 	>"$KMATRIX_OUT/configure.log" 2>&1; then
 	cat "$KMATRIX_OUT/configure.log"
 	exit 1

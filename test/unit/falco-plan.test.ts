@@ -51,7 +51,7 @@ describe("the falco plan", () => {
       ref: "0.23.2",
     });
     expect(() => bindSources(plan, given({ libs: "/x", lib: "/y" }))).toThrow(
-      /--source lib: plan falco has no source "lib" \(its sources: libs, falco\)/,
+      /--source lib: plan falco has no source "lib" \(its sources: libs, falco, drivers\)/,
     );
   });
 
