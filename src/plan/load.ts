@@ -115,7 +115,7 @@ export function bindSources(plan: Plan, given: Map<string, GivenLocation>): Plan
     const g = given.get(s.name);
     if (g) return { name: s.name, location: parseSource(g.spec, g.baseDir) };
     if (s.location.kind === "given") {
-      const flag = s.name === "libs" ? "--libs" : `--source ${s.name}=`;
+      const flag = s.name === "libs" ? "--libs " : `--source ${s.name}=`;
       throw new UsageError(
         `plan ${plan.name} needs its ${s.name} source: give ${flag}<dir | git-url@ref> or sources.${s.name} in the config file. ${s.location.help}`,
       );

@@ -39,7 +39,7 @@ describe("the falco plan", () => {
 
   it("refuses to start without libs, saying how to get them", () => {
     expect(() => bindSources(plan, new Map())).toThrow(
-      /^plan falco needs its libs source: give --libs<dir \| git-url@ref> or sources\.libs in the config file\. Get falcosecurity\/libs with `git clone https:\/\/github\.com\/falcosecurity\/libs`/,
+      /^plan falco needs its libs source: give --libs <dir \| git-url@ref> or sources\.libs in the config file\. Get falcosecurity\/libs with `git clone https:\/\/github\.com\/falcosecurity\/libs`/,
     );
   });
 
