@@ -1,9 +1,8 @@
 import { copyFile, mkdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { execa } from "execa";
 import * as tar from "tar";
-import { track } from "../vm/processes.js";
+import { startOwned } from "../vm/processes.js";
 import type { ExecOptions, ExecResult } from "./ssh.js";
 
 /**
@@ -42,18 +41,17 @@ export class ContainerSession {
     return session;
   }
 
-  /** Runs a shell command inside; the whole namespace dies with it, on a timeout too. */
+  /**
+   * Runs a shell command inside; the whole namespace dies with it, on a timeout too. Failing to
+   * enter the container throws (a harness error), so it never reads as the command's exit code.
+   */
   async run(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     const started = Date.now();
     // The setup is a fixed script; paths and the command are arguments, never parsed by a shell
     // on the host (the command runs under the container's own sh).
-    const child = execa(
-      "setpriv",
+    const child = startOwned(
+      "unshare",
       [
-        "--pdeathsig",
-        "KILL",
-        "--",
-        "unshare",
         "--mount",
         "--pid",
         "--ipc",
@@ -82,10 +80,13 @@ export class ContainerSession {
         env: { PATH: GUEST_PATH, HOME: "/root", LANG: "C.UTF-8", TERM: "dumb" },
       },
     );
-    track(child);
     child.stdout?.on("data", (c: Buffer | string) => opts.onStdout?.(String(c)));
     child.stderr?.on("data", (c: Buffer | string) => opts.onStderr?.(String(c)));
     const r = await child;
+    const setupFailure = String(r.stderr ?? "")
+      .split("\n")
+      .find((l) => l.startsWith(SETUP_FAILED));
+    if (r.exitCode === 125 && setupFailure) throw new Error(setupFailure);
     return {
       exitCode: r.timedOut ? undefined : r.exitCode,
       signal: r.timedOut ? undefined : r.signal,
@@ -122,15 +123,18 @@ export class ContainerSession {
 
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/** Printed when entering the container fails: the harness's fault, never the builder command's. */
+const SETUP_FAILED = "kmatrix-container: setup failed:";
+
 /** $1 disk, $2 lower, $3 upper, $4 work, $5 root, $6 the command. */
-const SETUP = `set -e
-mount -o loop,ro "$1" "$2"
-mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" "$5"
-mount -t proc proc "$5/proc"
-mount -t sysfs -o ro sysfs "$5/sys"
-mount --rbind /dev "$5/dev"
-mount -t tmpfs tmpfs "$5/tmp"
-mount -t tmpfs tmpfs "$5/run"
+const SETUP = `fail() { echo "${SETUP_FAILED} $*" >&2; exit 125; }
+mount -o loop,ro "$1" "$2" || fail "loop mount of $1"
+mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" "$5" || fail "overlay mount"
+mount -t proc proc "$5/proc" || fail "proc"
+mount -t sysfs -o ro sysfs "$5/sys" || fail "sysfs"
+mount --rbind /dev "$5/dev" || fail "dev"
+mount -t tmpfs tmpfs "$5/tmp" || fail "tmp"
+mount -t tmpfs tmpfs "$5/run" || fail "run"
 hostname kmatrix-builder
 ip link set lo up 2>/dev/null || true
 exec chroot "$5" /bin/sh -c "$6"

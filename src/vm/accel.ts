@@ -6,6 +6,7 @@ import type { Accel, Arch } from "../config/types.js";
 import { cacheRoot } from "../images/cache.js";
 import { BARE_MARKER } from "../images/guest-init.js";
 import { findProgram } from "../util/find-program.js";
+import { startOwned } from "./processes.js";
 import { bareBootArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
 
 export interface AccelDecision {
@@ -168,23 +169,17 @@ export async function runKernelProbe(
 ): Promise<ProbeResult & { ms: number }> {
   const deadlineMs = opts.deadlineMs ?? KERNEL_DEADLINE_MS;
   const started = Date.now();
-  const child = execa(
-    "setpriv",
-    [
-      "--pdeathsig",
-      "KILL",
-      "--",
-      qemuBinary(arch),
-      ...bareBootArgs({
-        arch,
-        accel,
-        cpus: opts.cpus ?? 1,
-        memoryMiB: opts.memoryMiB ?? 256,
-        kernel: k.kernel,
-        initrd: k.bareInitrd,
-        x86Machine: opts.x86Machine,
-      }),
-    ],
+  const child = startOwned(
+    qemuBinary(arch),
+    bareBootArgs({
+      arch,
+      accel,
+      cpus: opts.cpus ?? 1,
+      memoryMiB: opts.memoryMiB ?? 256,
+      kernel: k.kernel,
+      initrd: k.bareInitrd,
+      x86Machine: opts.x86Machine,
+    }),
     { reject: false, timeout: deadlineMs, killSignal: "SIGKILL", stdin: "ignore" },
   );
   let initAt: number | undefined;

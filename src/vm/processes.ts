@@ -1,18 +1,30 @@
-import type { ResultPromise } from "execa";
+import { execa, type Options } from "execa";
+
+type Killable = { kill(signal: "SIGKILL"): unknown } & PromiseLike<unknown>;
 
 /**
  * Every QEMU kmatrix starts is registered here and killed when kmatrix exits, however it exits.
  * Two more layers back this up: QEMU runs under `setpriv --pdeathsig KILL`, so the kernel kills it
  * if kmatrix dies by SIGKILL, and `kmatrix clean` reaps what an older, crashed kmatrix left.
  */
-const live = new Set<ResultPromise>();
+const live = new Set<Killable>();
 let installed = false;
 
-export function track(child: ResultPromise): void {
+export function track(child: Killable): void {
   live.add(child);
   const forget = () => live.delete(child);
   child.then(forget, forget);
   installHandlers();
+}
+
+/**
+ * Starts a process that cannot outlive kmatrix: tracked (killed on exit and on signals) and run
+ * under `setpriv --pdeathsig KILL`, so the kernel kills it even if kmatrix is SIGKILLed.
+ */
+export function startOwned<O extends Options>(file: string, args: string[], options: O) {
+  const child = execa("setpriv", ["--pdeathsig", "KILL", "--", file, ...args], options);
+  track(child);
+  return child;
 }
 
 export function killAll(): void {

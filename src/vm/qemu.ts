@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { type ConsoleSignal, ConsoleTail, classifyConsoleLine } from "./console.js";
-import { track } from "./processes.js";
+import { startOwned } from "./processes.js";
 import { type QemuLaunch, qemuArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
 
 export interface BootSpec {
@@ -83,14 +83,12 @@ class QemuVm implements RunningVm {
   ) {
     this.machineId = spec.machineId;
     this.consoleLog = spec.consoleLog;
-    // setpriv --pdeathsig: the kernel kills QEMU if kmatrix itself is killed without warning.
-    this.child = execa("setpriv", ["--pdeathsig", "KILL", "--", qemuBinary(spec.arch), ...args], {
+    this.child = startOwned(qemuBinary(spec.arch), args, {
       stdin: "ignore",
       reject: false,
       buffer: { stdout: false, stderr: true },
       encoding: "utf8",
     });
-    track(this.child);
     const log = createWriteStream(spec.consoleLog, { flags: "a" });
     this.child.stdout?.setEncoding("utf8");
     this.child.stdout?.on("data", (chunk: string) => {
