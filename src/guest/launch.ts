@@ -16,6 +16,8 @@ export interface LaunchOptions {
   x86Machine?: X86Machine;
   log?: (line: string) => void;
   onConsoleLine?: (line: string) => void;
+  /** The machine's image when the caller has prepared it already (saves a second lookup). */
+  image?: MachineImage;
   /** Called once the image is ready and the accelerator chosen, just before the VM starts. */
   onImage?: (image: MachineImage, accel: AccelDecision) => void;
 }
@@ -28,7 +30,7 @@ export interface Launched {
 
 /** From a matrix row to a booted machine with an SSH channel: image, accelerator, boot. */
 export async function launchMachine(machine: Machine, opts: LaunchOptions): Promise<Launched> {
-  const image = await prepareImage(machine, { archive: opts.archive, log: opts.log });
+  const image = opts.image ?? (await prepareImage(machine, { archive: opts.archive, log: opts.log }));
   const accel = await decideAccel(machine.vm.accel, machine.arch, {
     kernel: image.vmlinuz,
     bareInitrd: image.bareInitrd,

@@ -115,12 +115,13 @@ async function runBuilder(
   let session: BuilderSession | undefined;
   let isolation: "vm" | "container" | undefined;
   try {
-    isolation = b.needsKernel ? "vm" : await builderIsolation(o, machine);
+    const image = await imageOf(o, machine);
+    isolation = b.needsKernel ? "vm" : await builderIsolation(o, machine, image);
     o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id, isolation });
     session =
       isolation === "container"
         ? await ContainerSession.start({
-            disk: (await imageOf(o, machine)).disk,
+            disk: image.disk,
             workDir: join(o.runDir, "builder", `${machine.id.replace("@", "_")}-${b.name}`),
             internet: machine.vm.internet,
           })
@@ -130,6 +131,9 @@ async function runBuilder(
               machine,
               "builder",
               join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`),
+              {
+                image,
+              },
             )
           ).session;
     await provision(o, session, arch, b.needs);
@@ -217,10 +221,12 @@ async function runMachine(
   try {
     let launched: Awaited<ReturnType<typeof boot>>;
     try {
-      launched = await boot(o, machine, "test", join(o.outDir, "consoles", `${machine.id}.log`), (image) => {
-        summary.kernelRelease = image.kernelRelease;
-        summary.kernelVersion = image.kernelVersion;
-        summary.image = image.manifests;
+      launched = await boot(o, machine, "test", join(o.outDir, "consoles", `${machine.id}.log`), {
+        onImage: (image) => {
+          summary.kernelRelease = image.kernelRelease;
+          summary.kernelVersion = image.kernelVersion;
+          summary.image = image.manifests;
+        },
       });
     } catch (err) {
       summary.error = harnessReason(err);
@@ -340,12 +346,14 @@ async function boot(
   machine: Machine,
   role: "builder" | "test",
   consoleLog: string,
-  onImage?: (image: MachineImage) => void,
+  prepared: { image?: MachineImage; onImage?: (image: MachineImage) => void } = {},
 ) {
-  o.bus.emit({ type: "image-preparing", machineId: machine.id });
+  const { image, onImage } = prepared;
+  if (!image) o.bus.emit({ type: "image-preparing", machineId: machine.id });
   await mkdir(join(o.outDir, "consoles"), { recursive: true });
   return launchMachine(machine, {
     archive: o.matrix.archive,
+    image,
     runDir: join(o.runDir, role),
     consoleLog,
     log: (line) => o.bus.emit({ type: "image-progress", machineId: machine.id, line }),
@@ -366,10 +374,13 @@ type BuilderSession = Pick<MachineSession, "run" | "copyIn" | "copyOut" | "stop"
  * For a builder that does not need its machine's kernel: a VM when asked, or when KVM makes it fast; without KVM a container of the same image builds
  * ~50x faster (see guest/container.ts), which needs root for its mounts.
  */
-async function builderIsolation(o: EngineOptions, machine: Machine): Promise<"vm" | "container"> {
+async function builderIsolation(
+  o: EngineOptions,
+  machine: Machine,
+  image: MachineImage,
+): Promise<"vm" | "container"> {
   if (o.builders !== "auto") return o.builders;
   if (process.getuid?.() !== 0) return "vm";
-  const image = await imageOf(o, machine);
   const accel = await decideAccel(machine.vm.accel, machine.arch, {
     kernel: image.vmlinuz,
     bareInitrd: image.bareInitrd,
