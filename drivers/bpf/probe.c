@@ -11,8 +11,6 @@
 #include <asm/ptrace.h>		/* struct pt_regs; kept to a minimum: kernel headers are not */
 #include <uapi/linux/bpf.h>	/* written for clang, and the fewer of them, the fewer surprises */
 
-#include "kmx_event.h"
-
 #define SEC(name) __attribute__((section(name), used))
 
 /* BTF-style map definitions (libbpf >= 1.0 no longer accepts struct bpf_map_def). */
@@ -38,18 +36,7 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } events SEC(".maps");
 
-static __always_inline void fill(struct kmx_event *ev, __s32 nr, __u16 type, __s64 ret)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->ret = ret;
-	ev->pid = pid_tgid >> 32;
-	ev->tid = (__u32)pid_tgid;
-	ev->nr = nr;
-	ev->type = type;
-	ev->cpu = bpf_get_smp_processor_id();
-}
+#include "kmx_bpf_fill.h"
 
 /* raw_tracepoint/sys_enter: args[0] = struct pt_regs *, args[1] = syscall id */
 SEC("raw_tracepoint/sys_enter")
@@ -57,7 +44,7 @@ int kmx_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct kmx_event ev;
 
-	fill(&ev, (__s32)ctx->args[1], KMX_SYS_ENTER, 0);
+	kmx_fill_event(&ev, (__s32)ctx->args[1], KMX_SYS_ENTER, 0);
 	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
 	return 0;
 }
@@ -81,7 +68,7 @@ int kmx_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		nr = syscallno;
 	}
 #endif
-	fill(&ev, (__s32)nr, KMX_SYS_EXIT, (__s64)ctx->args[1]);
+	kmx_fill_event(&ev, (__s32)nr, KMX_SYS_EXIT, (__s64)ctx->args[1]);
 	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
 	return 0;
 }

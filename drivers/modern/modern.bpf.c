@@ -9,7 +9,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 
-#include "kmx_event.h"
+#include "kmx_bpf_fill.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -22,21 +22,13 @@ __u64 dropped = 0;
 static __always_inline void submit(__s32 nr, __u16 type, __s64 ret)
 {
 	struct kmx_event *ev;
-	__u64 pid_tgid;
 
 	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
 		__sync_fetch_and_add(&dropped, 1);
 		return;
 	}
-	pid_tgid = bpf_get_current_pid_tgid();
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->ret = ret;
-	ev->pid = pid_tgid >> 32;
-	ev->tid = (__u32)pid_tgid;
-	ev->nr = nr;
-	ev->type = type;
-	ev->cpu = bpf_get_smp_processor_id();
+	kmx_fill_event(ev, nr, type, ret);
 	bpf_ringbuf_submit(ev, 0);
 }
 
