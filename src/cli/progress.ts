@@ -1,13 +1,95 @@
+import { stripVTControlCharacters } from "node:util";
 import type { Verdict } from "../results/types.js";
 import type { RunEvent } from "../run/events.js";
 
 const MARK: Record<Verdict, string> = { pass: "🟢", skip: "🟡", fail: "❌", error: "⚠️" };
 
-/** One plain line per lifecycle event: what CI logs want. */
-export function plainProgress(write: (line: string) => void): (e: RunEvent) => void {
-  return (e) => {
-    const line = describe(e);
-    if (line) write(line);
+/** What each machine is doing now: the running step or builder, since when, its last output line. */
+class Activity {
+  private readonly running = new Map<string, { what: string; since: number; last?: string }>();
+
+  constructor(private readonly now: () => number) {}
+
+  track(e: RunEvent): void {
+    switch (e.type) {
+      case "builder-started":
+        this.running.set(e.machineId, { what: `builder ${e.builder}`, since: this.now() });
+        break;
+      case "step-started":
+        this.running.set(e.machineId, { what: e.test, since: this.now() });
+        break;
+      case "step-output": {
+        const a = this.running.get(e.machineId);
+        const line = e.chunk
+          .split(/[\r\n]+/)
+          .map(printable)
+          .filter(Boolean)
+          .pop();
+        if (a && line) a.last = line.length > 120 ? `${line.slice(0, 119)}…` : line;
+        break;
+      }
+      case "builder-ended":
+        this.running.delete(e.record.machineId);
+        break;
+      case "cell":
+        this.running.delete(e.record.machineId);
+        break;
+      case "machine-ended":
+        this.running.delete(e.machine.machineId);
+        break;
+    }
+  }
+
+  /** "builder skeleton, 12m05s: [ 45%] Building …", or undefined when the machine is between steps. */
+  describe(machineId: string): string | undefined {
+    const a = this.running.get(machineId);
+    if (!a) return undefined;
+    return `${a.what}, ${elapsed(this.now() - a.since)}${a.last ? `: ${a.last}` : ""}`;
+  }
+
+  machines(): string[] {
+    return [...this.running.keys()];
+  }
+}
+
+/** A line fit for a terminal status line: no colour codes or other control characters. */
+function printable(line: string): string {
+  return stripVTControlCharacters(line)
+    .replace(/\p{Cc}/gu, " ")
+    .trim();
+}
+
+function elapsed(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+}
+
+export interface ProgressOptions {
+  /** How often plain output says what long steps are doing (CI logs would otherwise go quiet for an hour). */
+  heartbeatMs?: number;
+  now?: () => number;
+}
+
+/** One plain line per lifecycle event, plus a periodic "still running" line per busy machine: what CI logs want. */
+export function plainProgress(
+  write: (line: string) => void,
+  opts: ProgressOptions = {},
+): { consume: (e: RunEvent) => void; stop: () => void } {
+  const activity = new Activity(opts.now ?? Date.now);
+  const timer = setInterval(
+    () => {
+      for (const id of activity.machines()) write(`${id}: still running ${activity.describe(id)}`);
+    },
+    opts.heartbeatMs ?? 5 * 60_000,
+  );
+  timer.unref();
+  return {
+    consume: (e) => {
+      activity.track(e);
+      const line = describe(e);
+      if (line) write(line);
+    },
+    stop: () => clearInterval(timer),
   };
 }
 
@@ -51,6 +133,7 @@ export function liveProgress(stream: NodeJS.WriteStream): {
   consume: (e: RunEvent) => void;
   stop: () => void;
 } {
+  const activity = new Activity(Date.now);
   const status = new Map<string, string>();
   const marks = new Map<string, string>();
   let drawn = 0;
@@ -58,7 +141,7 @@ export function liveProgress(stream: NodeJS.WriteStream): {
     const cols = stream.columns || 100;
     let out = drawn ? `\x1b[${drawn}A\x1b[0J` : "";
     const lines = [...status].map(([id, s]) =>
-      `${id.padEnd(32)} ${marks.get(id) ?? ""} ${s}`.slice(0, cols - 1),
+      `${id.padEnd(32)} ${marks.get(id) ?? ""} ${activity.describe(id) ?? s}`.slice(0, cols - 1),
     );
     out += lines.map((l) => `${l}\n`).join("");
     drawn = lines.length;
@@ -73,6 +156,7 @@ export function liveProgress(stream: NodeJS.WriteStream): {
   timer.unref();
   return {
     consume: (e) => {
+      activity.track(e);
       switch (e.type) {
         case "image-preparing":
           status.set(e.machineId, "preparing image…");

@@ -77,8 +77,8 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   const jobs = flags.jobs ?? defaultJobs(Math.max(...machines.map((m) => m.vm.memoryMiB)));
   const bus = new EventBus();
   bus.subscribe(new ResultStore(outDir).consume);
-  const live = process.stderr.isTTY ? liveProgress(process.stderr) : undefined;
-  bus.subscribe(live?.consume ?? plainProgress(progress));
+  const display = process.stderr.isTTY ? liveProgress(process.stderr) : plainProgress(progress);
+  bus.subscribe(display.consume);
 
   const run: RunRecord = {
     runId: previous?.runId ?? runId,
@@ -124,7 +124,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
     });
   } finally {
     restoreInterrupt();
-    live?.stop();
+    display.stop();
     await removeRunDir(runDir);
   }
   const final = await readExisting(outDir);

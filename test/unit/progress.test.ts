@@ -1,0 +1,57 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { plainProgress } from "../../src/cli/progress.js";
+
+describe("plain progress", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it("says every few minutes what a long step is doing, with its last output line", () => {
+    const lines: string[] = [];
+    const display = plainProgress((l) => lines.push(l), { heartbeatMs: 60_000, now: Date.now });
+    const id = "debian-bookworm-6.1@aarch64";
+    display.consume({
+      type: "builder-started",
+      builder: "skeleton",
+      arch: "aarch64",
+      machineId: id,
+      isolation: "container",
+    });
+    display.consume({
+      type: "step-output",
+      machineId: id,
+      step: "builder:skeleton",
+      chunk: "[  6%] Built target x\n[  7%] Linking CX",
+    });
+    display.consume({
+      type: "step-output",
+      machineId: id,
+      step: "builder:skeleton",
+      chunk: "\x1b[32mX executable gen\x1b[0m\r\n\n",
+    });
+    vi.advanceTimersByTime(125_000);
+    expect(lines.slice(1)).toEqual([
+      `${id}: still running builder skeleton, 1m00s: X executable gen`,
+      `${id}: still running builder skeleton, 2m00s: X executable gen`,
+    ]);
+    display.consume({
+      type: "builder-ended",
+      record: { builder: "skeleton", arch: "aarch64", machineId: id, ok: true, artifacts: [] },
+    });
+    lines.length = 0;
+    vi.advanceTimersByTime(120_000);
+    expect(lines).toEqual([]);
+    display.stop();
+  });
+
+  it("stays quiet for a machine between steps and stops when told", () => {
+    const lines: string[] = [];
+    const display = plainProgress((l) => lines.push(l), { heartbeatMs: 1000 });
+    display.consume({ type: "step-started", machineId: "m@x86_64", test: "kmod_build" });
+    vi.advanceTimersByTime(1000);
+    expect(lines.at(-1)).toBe("m@x86_64: still running kmod_build, 1s");
+    display.stop();
+    const count = lines.length;
+    vi.advanceTimersByTime(10_000);
+    expect(lines.length).toBe(count);
+  });
+});
