@@ -3,7 +3,7 @@
 # runs on every newer distro too).
 # Outputs in $KMATRIX_OUT:
 #   scap-open      libscap's example with the modern probe skeleton (from the skeleton builder)
-#                  embedded and that builder's libbpf linked statically (libelf/zlib/glibc dynamic)
+#                  embedded and the libbpf builder's libbpf linked statically (libelf/zlib/glibc dynamic)
 #   driver/        the configured kmod Kbuild dir: make -C driver  ->  driver/scap.ko
 #   bpf/           libs <= 0.23 only, the configured legacy probe Kbuild dir: make -C bpf -> probe.o
 #   configure.log  cmake's configure output
@@ -11,6 +11,7 @@
 set -eu
 LIBS=$KMATRIX_SRC/libs
 SKEL=$KMATRIX_ARTIFACTS/skeleton
+LIBBPF=$KMATRIX_ARTIFACTS/libbpf
 VERSION=${LIBS_VERSION:-0.0.0-kmatrix}
 BUILD=$(mktemp -d "${TMPDIR:-/var/tmp}/falco-scap-open.XXXXXX")
 # The legacy probe exists up to libs 0.23.x (removed in 0.24.0).
@@ -33,7 +34,7 @@ if ! cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DUSE_BUNDLED_DEPS="${USE_BUNDLED_DEPS:-OFF}" -DUSE_BUNDLED_LIBBPF=OFF -DCREATE_TEST_TARGETS=OFF -DBUILD_LIBSCAP_GVISOR=OFF \
 	-DBUILD_DRIVER=ON $BPF_ARGS \
 	-DBUILD_LIBSCAP_MODERN_BPF=ON -DMODERN_BPF_SKEL_DIR="$SKEL/skel_dir" \
-	-DLIBBPF_INCLUDE="$SKEL/libbpf/include" -DLIBBPF_LIB="$SKEL/libbpf/lib/libbpf.a" \
+	-DLIBBPF_INCLUDE="$LIBBPF/include" -DLIBBPF_LIB="$LIBBPF/lib/libbpf.a" \
 	-DCMAKE_EXE_LINKER_FLAGS="$COMPAT" \
 	>"$KMATRIX_OUT/configure.log" 2>&1; then
 	cat "$KMATRIX_OUT/configure.log"

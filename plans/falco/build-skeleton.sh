@@ -1,29 +1,42 @@
 #!/bin/sh
-# kmatrix "skeleton" builder (Debian bookworm + bookworm-backports libbpf-dev/bpftool).
-# Builds libs' ProbeSkeleton target: the modern BPF probe compiled with clang and turned into
-# skel_dir/bpf_probe.skel.h by bpftool. It also ships the exact libbpf (headers + static lib) the
-# skeleton was generated for: a skeleton run against an older libbpf crashes scap-open, so the
-# scap-open builder links this one statically. Debian's libbpf-dev takes the kernel UAPI headers
-# (linux/bpf.h, ...) from linux-libc-dev; libpman needs newer ones than bullseye's (BPF_FUNC_loop,
-# 5.17), so ship this distro's too, as libbpf's own "install_uapi_headers" would.
+# kmatrix "skeleton" builder (Debian bookworm + bookworm-backports' libbpf-dev and bpftool), a cross
+# builder: it runs on the host's architecture and builds the skeleton for $KMATRIX_ARCH. It builds
+# libs' ProbeSkeleton target: the modern BPF probe compiled with clang and turned into
+# skel_dir/bpf_probe.skel.h by bpftool. BPF objects are the same whatever clang runs on; only the
+# target's vmlinux.h and __TARGET_ARCH_* differ, and libs picks those from `uname -m` (0.23.x) or
+# CMAKE_SYSTEM_PROCESSOR (later), so for another architecture a `uname` answering it is put first
+# on PATH. The libbpf to link comes from the "libbpf" builder, built for the target architecture.
 # USE_BUNDLED_DEPS=ON (the plan's variable) lets libs download its other dependencies; libbpf
-# stays the one shipped here either way, so skeleton and scap-open agree on it.
+# stays Debian's either way, so skeleton and scap-open agree on it.
 # Env: KMATRIX_SRC (libs/, falco/), KMATRIX_OUT, KMATRIX_ARCH; optional LIBS_VERSION, and
 # LIBBPF_INCLUDE / LIBBPF_LIB / BPFTOOL to use a libbpf or bpftool outside the standard paths.
 set -eu
 LIBS=$KMATRIX_SRC/libs
-ARCH=${KMATRIX_ARCH:-$(uname -m)}
-# Debian's libbpf-dev paths (backports' 1.4.x replaces bookworm's 1.1 there).
+HOST_ARCH=$(uname -m)
+TARGET_ARCH=${KMATRIX_ARCH:-$HOST_ARCH}
+# Debian's libbpf-dev paths (backports' 1.4.x replaces bookworm's 1.1 there); configuring needs a
+# libbpf.a to exist, the skeleton itself does not link it.
 LIBBPF_INCLUDE=${LIBBPF_INCLUDE:-/usr/include}
-LIBBPF_LIB=${LIBBPF_LIB:-/usr/lib/$ARCH-linux-gnu/libbpf.a}
+LIBBPF_LIB=${LIBBPF_LIB:-/usr/lib/$HOST_ARCH-linux-gnu/libbpf.a}
 BPFTOOL=${BPFTOOL:-$(command -v bpftool || echo /usr/sbin/bpftool)}
 BUILD=$(mktemp -d "${TMPDIR:-/var/tmp}/falco-skeleton.XXXXXX")
+if [ "$TARGET_ARCH" != "$HOST_ARCH" ]; then
+	mkdir "$BUILD/bin"
+	cat >"$BUILD/bin/uname" <<SHIM
+#!/bin/sh
+[ "\$*" = -m ] && { echo $TARGET_ARCH; exit 0; }
+exec /bin/uname "\$@"
+SHIM
+	chmod +x "$BUILD/bin/uname"
+	PATH=$BUILD/bin:$PATH
+fi
 set -x
 
 # The probe needs libbpf >= 1.2 (PT_REGS_PARM6_CORE_SYSCALL): fail early and clearly.
 grep -E 'define LIBBPF_(MAJOR|MINOR)_VERSION' "$LIBBPF_INCLUDE/bpf/libbpf_version.h"
 "$BPFTOOL" version
 clang --version | head -n 1
+uname -m
 
 cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DLIBS_DIR="$LIBS" \
@@ -35,12 +48,7 @@ cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DMODERN_BPFTOOL_EXE="$BPFTOOL"
 cmake --build "$BUILD" --target ProbeSkeleton --parallel "$(nproc)"
 
-mkdir -p "$KMATRIX_OUT/skel_dir" "$KMATRIX_OUT/libbpf/lib" \
-	"$KMATRIX_OUT/libbpf/include/bpf" "$KMATRIX_OUT/libbpf/include/linux"
+mkdir -p "$KMATRIX_OUT/skel_dir"
 cp "$BUILD/skel_dir/bpf_probe.skel.h" "$KMATRIX_OUT/skel_dir/"
-cp "$LIBBPF_INCLUDE"/bpf/*.h "$KMATRIX_OUT/libbpf/include/bpf/"
-cp /usr/include/linux/bpf.h /usr/include/linux/bpf_common.h /usr/include/linux/btf.h \
-	"$KMATRIX_OUT/libbpf/include/linux/"
-cp "$LIBBPF_LIB" "$KMATRIX_OUT/libbpf/lib/libbpf.a"
 rm -rf "$BUILD"
 ls -lR "$KMATRIX_OUT"

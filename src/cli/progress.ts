@@ -107,7 +107,7 @@ function describe(e: RunEvent): string | undefined {
     case "machine-booted":
       return `${e.machineId}: ready in ${(e.bootMs / 1000).toFixed(1)} s`;
     case "builder-started":
-      return `${e.machineId}: builder ${e.builder} started (${e.isolation === "vm" ? "in a VM" : "in a container of the image"})`;
+      return `${e.machineId}: builder ${e.builder} started (${e.isolation === "vm" ? "in a VM" : "in a container"} of ${e.ranOn ? `${e.ranOn}, cross-building` : "the image"})`;
     case "builder-ended":
       return `${e.record.machineId}: builder ${e.record.builder} ${e.record.ok ? "ok" : `FAILED: ${e.record.reason}`}`;
     case "step-started":

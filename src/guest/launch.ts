@@ -11,6 +11,8 @@ export interface LaunchOptions {
   archive: ArchiveSettings;
   /** The scratch directory of this kmatrix process (see vm/run-dirs.ts). */
   runDir: string;
+  /** This VM's own directory in it; defaults to the machine's id (one VM per machine at a time). */
+  workName?: string;
   /** Where the console goes; defaults to the VM's scratch directory. */
   consoleLog?: string;
   x86Machine?: X86Machine;
@@ -36,7 +38,7 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
     bareInitrd: image.bareInitrd,
   });
   const keys = await ensureKeyPair(cacheRoot());
-  const workDir = join(opts.runDir, machine.id.replace("@", "_"));
+  const workDir = join(opts.runDir, (opts.workName ?? machine.id).replace("@", "_"));
   opts.onImage?.(image, accel);
   opts.log?.(`${machine.id}: booting ${image.kernelRelease} (${accel.accel}: ${accel.reason})`);
   const session = await MachineSession.boot({

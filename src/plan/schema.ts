@@ -19,6 +19,12 @@ export const BuilderSchema = z.strictObject({
    * runs in a booted VM, never in a container of the image (whose /sys is the host's).
    */
   needsKernel: z.boolean().default(false),
+  /**
+   * The command can make any architecture's artifacts (it reads the target from $KMATRIX_ARCH), so
+   * it runs on its machine of the host's architecture, at native speed, for every architecture:
+   * e.g. BPF objects, which clang emits the same from any host.
+   */
+  cross: z.boolean().default(false),
   /** Extra Debian packages for the builder's image (test machines do not get them). */
   packages: z.array(DebianPackageSchema).default([]),
   timeoutSec: Seconds.default(1800),

@@ -46,8 +46,12 @@ export interface CellRecord {
 
 export interface BuilderRecord {
   builder: string;
+  /** The architecture the artifacts are for. */
   arch: "x86_64" | "aarch64";
+  /** `<machine>@<arch>`: the builder's machine for that architecture. */
   machineId: string;
+  /** A cross builder's machine of the host's architecture, where it actually ran. */
+  ranOn?: string;
   ok: boolean;
   reason?: string;
   /** Who is at fault when not ok: the code it builds ("code"), or the harness ("harness"). */

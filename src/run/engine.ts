@@ -11,7 +11,7 @@ import type { BuilderSpec, TestSpec } from "../plan/schema.js";
 import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../results/types.js";
 import { shellQuote } from "../util/shell-quote.js";
-import { decideAccel } from "../vm/accel.js";
+import { decideAccel, hostArch } from "../vm/accel.js";
 import type { EventBus } from "./events.js";
 import { runPool } from "./pool.js";
 
@@ -95,46 +95,49 @@ async function runBuilder(
 ): Promise<BuilderRecord> {
   const kept = o.keptBuilders.get(builderKey(arch, b.name));
   if (kept) return kept;
-  const matrixMachine = o.matrix.machines.find((m) => m.name === b.machine && m.arch === arch);
-  // The builder's own packages make its image differ from the test machine's of the same name.
-  const machine = matrixMachine && { ...matrixMachine, packages: [...matrixMachine.packages, ...b.packages] };
-  const base = { builder: b.name, arch, machineId: `${b.machine}@${arch}`, artifacts: [] as string[] };
+  const slot = `${b.machine}@${arch}`;
+  const base = { builder: b.name, arch, machineId: slot, artifacts: [] as string[] };
   const finish = (r: BuilderRecord) => {
     if (!o.signal.aborted) o.bus.emit({ type: "builder-ended", record: r });
     return r;
   };
+  const machine = builderMachine(o.matrix.machines, b, arch);
   if (!machine)
     return finish({ ...base, ok: false, fault: "harness", reason: `no machine ${b.machine} for ${arch}` });
+  const ranOn = machine.id !== slot ? machine.id : undefined;
   for (const need of b.needs) {
     const r = await results.get(builderKey(arch, need));
     if (!r?.ok)
-      return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
+      return finish({
+        ...base,
+        ranOn,
+        ok: false,
+        fault: r?.fault,
+        reason: `needs builder ${need}, which failed`,
+      });
   }
   const started = Date.now();
   const step = `builder:${b.name}`;
+  // Two builders may share a machine (a cross builder serves every architecture): name by slot and builder.
+  const workName = `${slot}-${b.name}`;
   let session: BuilderSession | undefined;
   let isolation: "vm" | "container" | undefined;
   try {
     const image = await imageOf(o, machine);
     isolation = b.needsKernel ? "vm" : await builderIsolation(o, machine, image);
-    o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: machine.id, isolation });
+    o.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: slot, ranOn, isolation });
     session =
       isolation === "container"
         ? await ContainerSession.start({
             disk: image.disk,
-            workDir: join(o.runDir, "builder", `${machine.id.replace("@", "_")}-${b.name}`),
+            workDir: join(o.runDir, "builder", workName.replace("@", "_")),
             internet: machine.vm.internet,
           })
         : (
-            await boot(
-              o,
-              machine,
-              "builder",
-              join(o.outDir, "consoles", `${machine.id}.builder-${b.name}.log`),
-              {
-                image,
-              },
-            )
+            await boot(o, machine, "builder", join(o.outDir, "consoles", `${slot}.builder-${b.name}.log`), {
+              image,
+              workName,
+            })
           ).session;
     await provision(o, session, arch, b.needs);
     const out = `${GUEST.out}/${b.name}`;
@@ -142,14 +145,14 @@ async function runBuilder(
       guestCommand(b.command, arch, { ...o.plan.env, KMATRIX_OUT: out }, out),
       {
         timeoutMs: b.timeoutSec * 1000,
-        onStdout: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
-        onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: machine.id, step, chunk }),
+        onStdout: (chunk) => o.bus.emit({ type: "step-output", machineId: slot, step, chunk }),
+        onStderr: (chunk) => o.bus.emit({ type: "step-output", machineId: slot, step, chunk }),
       },
     );
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
     // The builder's command failing is the code's fault; everything around it is the harness's.
     const failed = (reason: string) =>
-      finish({ ...base, ok: false, fault: "code", reason, outputTail, isolation });
+      finish({ ...base, ranOn, ok: false, fault: "code", reason, outputTail, isolation });
     if (result.timedOut) return failed(`timed out after ${b.timeoutSec} s`);
     if (result.exitCode !== 0) return failed(`exit code ${result.exitCode}`);
     const dest = join(o.outDir, "artifacts", arch);
@@ -158,6 +161,7 @@ async function runBuilder(
     const listing = await session.run(`cd ${out} && find . -type f | sort`);
     return finish({
       ...base,
+      ranOn,
       ok: true,
       durationMs: Date.now() - started,
       isolation,
@@ -171,6 +175,7 @@ async function runBuilder(
     const fault = err instanceof GuestFault && err.kind === "panic" ? "code" : "harness";
     return finish({
       ...base,
+      ranOn,
       ok: false,
       fault,
       reason: harnessReason(err),
@@ -346,15 +351,16 @@ async function boot(
   machine: Machine,
   role: "builder" | "test",
   consoleLog: string,
-  prepared: { image?: MachineImage; onImage?: (image: MachineImage) => void } = {},
+  prepared: { image?: MachineImage; workName?: string; onImage?: (image: MachineImage) => void } = {},
 ) {
-  const { image, onImage } = prepared;
+  const { image, workName, onImage } = prepared;
   if (!image) o.bus.emit({ type: "image-preparing", machineId: machine.id });
   await mkdir(join(o.outDir, "consoles"), { recursive: true });
   return launchMachine(machine, {
     archive: o.matrix.archive,
     image,
     runDir: join(o.runDir, role),
+    workName,
     consoleLog,
     log: (line) => o.bus.emit({ type: "image-progress", machineId: machine.id, line }),
     onImage: (image, accel) => {
@@ -365,6 +371,22 @@ async function boot(
     o.bus.emit({ type: "machine-booted", machineId: machine.id, bootMs: launched.session.timings.usableMs });
     return launched;
   });
+}
+
+/**
+ * The machine a builder runs on for `arch`: its own, or for a cross builder the one of the host's
+ * architecture when the matrix has it. The builder's own packages make its image differ from the
+ * test machine's of the same name.
+ */
+export function builderMachine(
+  machines: Machine[],
+  b: BuilderSpec,
+  arch: Arch,
+  host: Arch | undefined = hostArch(),
+): Machine | undefined {
+  const find = (a: Arch | undefined) => machines.find((m) => m.name === b.machine && m.arch === a);
+  const machine = (b.cross && find(host)) || find(arch);
+  return machine && { ...machine, packages: [...machine.packages, ...b.packages] };
 }
 
 /** What a builder's command needs from where it runs: a VM's session or a container. */

@@ -18,6 +18,8 @@ export type RunEvent =
       builder: string;
       arch: Arch;
       machineId: string;
+      /** A cross builder's machine of the host's architecture (see BuilderRecord). */
+      ranOn?: string;
       isolation: "vm" | "container";
     }
   | { type: "builder-ended"; record: BuilderRecord }

@@ -3,10 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
+import { loadMatrix } from "../../src/config/load.js";
 import type { Arch } from "../../src/config/types.js";
 import { plannedSkip } from "../../src/plan/cells.js";
 import { applySettings, bindSources, type GivenLocation, loadPlan, type Plan } from "../../src/plan/load.js";
 import { type LocalSource, materializeSources, sourceSkips } from "../../src/plan/sources.js";
+import { builderMachine } from "../../src/run/engine.js";
 
 const given = (entries: Record<string, string>) =>
   new Map<string, GivenLocation>(
@@ -54,6 +56,26 @@ describe("the falco plan", () => {
       /--source lib: plan falco has no source "lib" \(its sources: libs, falco, drivers\)/,
     );
   });
+
+  it.each<Arch>(["x86_64", "aarch64"])(
+    "on a %s host, builds every architecture's skeleton natively and the rest on each architecture's machines",
+    async (host) => {
+      const { machines } = await loadMatrix({ cwd: tmpdir() });
+      const ranOn = (builder: string, arch: Arch) => {
+        const b = plan.builders.find((x) => x.name === builder);
+        return b && builderMachine(machines, b, arch, host)?.id;
+      };
+      for (const arch of ["x86_64", "aarch64"] as const) {
+        expect(ranOn("skeleton", arch)).toBe(`debian-bookworm-6.1@${host}`);
+        expect(ranOn("libbpf", arch)).toBe(`debian-bookworm-6.1@${arch}`);
+        expect(ranOn("scap-open", arch)).toBe(`debian-bullseye-5.10@${arch}`);
+      }
+      // Without the host's architecture in the matrix, a cross builder stays on the target's machine.
+      const b = plan.builders.find((x) => x.name === "skeleton");
+      const armOnly = machines.filter((m) => m.arch === "aarch64");
+      expect(b && builderMachine(armOnly, b, "aarch64", "x86_64")?.id).toBe("debian-bookworm-6.1@aarch64");
+    },
+  );
 
   it("builds against Debian's packages unless --set USE_BUNDLED_DEPS=ON", () => {
     expect(plan.env).toEqual({ USE_BUNDLED_DEPS: "OFF" });

@@ -1,0 +1,16 @@
+#!/bin/sh
+# kmatrix "libbpf" builder (Debian bookworm + bookworm-backports' libbpf 1.4), once per architecture:
+# ships the libbpf the skeleton is generated with, headers and static library, built for this
+# machine's architecture, for the scap-open builder to link statically (a skeleton run against an
+# older libbpf crashes scap-open; bullseye's is 0.3). Debian's libbpf-dev takes the kernel UAPI
+# headers (linux/bpf.h, ...) from linux-libc-dev; libpman needs newer ones than bullseye's
+# (BPF_FUNC_loop, 5.17), so ship this distro's too, as libbpf's own "install_uapi_headers" would.
+# Outputs in $KMATRIX_OUT: include/bpf/*.h, include/linux/{bpf,bpf_common,btf}.h, lib/libbpf.a
+set -eu
+LIB=/usr/lib/$(uname -m)-linux-gnu/libbpf.a
+set -x
+grep -E 'define LIBBPF_(MAJOR|MINOR)_VERSION' /usr/include/bpf/libbpf_version.h
+mkdir -p "$KMATRIX_OUT/lib" "$KMATRIX_OUT/include/bpf" "$KMATRIX_OUT/include/linux"
+cp /usr/include/bpf/*.h "$KMATRIX_OUT/include/bpf/"
+cp /usr/include/linux/bpf.h /usr/include/linux/bpf_common.h /usr/include/linux/btf.h "$KMATRIX_OUT/include/linux/"
+cp "$LIB" "$KMATRIX_OUT/lib/libbpf.a"
