@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { plainProgress } from "../../src/cli/progress.js";
+import { liveProgress, plainProgress } from "../../src/cli/progress.js";
 
 describe("plain progress", () => {
   beforeEach(() => vi.useFakeTimers());
@@ -53,5 +53,39 @@ describe("plain progress", () => {
     const count = lines.length;
     vi.advanceTimersByTime(10_000);
     expect(lines.length).toBe(count);
+  });
+});
+
+describe("live progress", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it("shows each machine's running step, its time and its last output line", () => {
+    const written: string[] = [];
+    const stream = { columns: 200, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+    const display = liveProgress(stream);
+    const id = "debian-bookworm-6.1@x86_64";
+    display.consume({ type: "step-started", machineId: id, test: "kmod_build" });
+    display.consume({
+      type: "step-output",
+      machineId: id,
+      step: "kmod_build",
+      chunk: "  CC [M]  driver/main.o\n",
+    });
+    vi.advanceTimersByTime(3000);
+    expect(written.at(-1)).toContain(`${id}`);
+    expect(written.at(-1)).toContain("kmod_build, 3s: CC [M]  driver/main.o");
+    display.consume({
+      type: "cell",
+      record: {
+        machineId: id,
+        machine: "debian-bookworm-6.1",
+        arch: "x86_64",
+        test: "kmod_build",
+        verdict: "pass",
+      },
+    });
+    display.stop();
+    expect(written.join("")).toContain("kmod_build 🟢 pass");
   });
 });
