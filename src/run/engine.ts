@@ -96,25 +96,19 @@ async function runBuilder(
   const kept = o.keptBuilders.get(builderKey(arch, b.name));
   if (kept) return kept;
   const slot = `${b.machine}@${arch}`;
-  const base = { builder: b.name, arch, machineId: slot, artifacts: [] as string[] };
+  const machine = builderMachine(o.matrix.machines, b, arch);
+  const ranOn = machine && machine.id !== slot ? machine.id : undefined;
+  const base = { builder: b.name, arch, machineId: slot, ranOn, artifacts: [] as string[] };
   const finish = (r: BuilderRecord) => {
     if (!o.signal.aborted) o.bus.emit({ type: "builder-ended", record: r });
     return r;
   };
-  const machine = builderMachine(o.matrix.machines, b, arch);
   if (!machine)
     return finish({ ...base, ok: false, fault: "harness", reason: `no machine ${b.machine} for ${arch}` });
-  const ranOn = machine.id !== slot ? machine.id : undefined;
   for (const need of b.needs) {
     const r = await results.get(builderKey(arch, need));
     if (!r?.ok)
-      return finish({
-        ...base,
-        ranOn,
-        ok: false,
-        fault: r?.fault,
-        reason: `needs builder ${need}, which failed`,
-      });
+      return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
   }
   const started = Date.now();
   const step = `builder:${b.name}`;
@@ -152,7 +146,7 @@ async function runBuilder(
     const outputTail = (result.stdout + result.stderr).slice(-OUTPUT_TAIL);
     // The builder's command failing is the code's fault; everything around it is the harness's.
     const failed = (reason: string) =>
-      finish({ ...base, ranOn, ok: false, fault: "code", reason, outputTail, isolation });
+      finish({ ...base, ok: false, fault: "code", reason, outputTail, isolation });
     if (result.timedOut) return failed(`timed out after ${b.timeoutSec} s`);
     if (result.exitCode !== 0) return failed(`exit code ${result.exitCode}`);
     const dest = join(o.outDir, "artifacts", arch);
@@ -161,7 +155,6 @@ async function runBuilder(
     const listing = await session.run(`cd ${out} && find . -type f | sort`);
     return finish({
       ...base,
-      ranOn,
       ok: true,
       durationMs: Date.now() - started,
       isolation,
@@ -175,7 +168,6 @@ async function runBuilder(
     const fault = err instanceof GuestFault && err.kind === "panic" ? "code" : "harness";
     return finish({
       ...base,
-      ranOn,
       ok: false,
       fault,
       reason: harnessReason(err),
