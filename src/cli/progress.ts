@@ -8,15 +8,13 @@ const MARK: Record<Verdict, string> = { pass: "🟢", skip: "🟡", fail: "❌",
 class Activity {
   private readonly running = new Map<string, { what: string; since: number; last?: string }>();
 
-  constructor(private readonly now: () => number) {}
-
   track(e: RunEvent): void {
     switch (e.type) {
       case "builder-started":
-        this.running.set(e.machineId, { what: `builder ${e.builder}`, since: this.now() });
+        this.running.set(e.machineId, { what: `builder ${e.builder}`, since: Date.now() });
         break;
       case "step-started":
-        this.running.set(e.machineId, { what: e.test, since: this.now() });
+        this.running.set(e.machineId, { what: e.test, since: Date.now() });
         break;
       case "step-output": {
         const a = this.running.get(e.machineId);
@@ -29,8 +27,6 @@ class Activity {
         break;
       }
       case "builder-ended":
-        this.running.delete(e.record.machineId);
-        break;
       case "cell":
         this.running.delete(e.record.machineId);
         break;
@@ -44,7 +40,7 @@ class Activity {
   describe(machineId: string): string | undefined {
     const a = this.running.get(machineId);
     if (!a) return undefined;
-    return `${a.what}, ${elapsed(this.now() - a.since)}${a.last ? `: ${a.last}` : ""}`;
+    return `${a.what}, ${elapsed(Date.now() - a.since)}${a.last ? `: ${a.last}` : ""}`;
   }
 
   machines(): string[] {
@@ -64,24 +60,18 @@ function elapsed(ms: number): string {
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
 }
 
-export interface ProgressOptions {
-  /** How often plain output says what long steps are doing (CI logs would otherwise go quiet for an hour). */
-  heartbeatMs?: number;
-  now?: () => number;
-}
-
-/** One plain line per lifecycle event, plus a periodic "still running" line per busy machine: what CI logs want. */
+/**
+ * One plain line per lifecycle event, plus every `heartbeatMs` a "still running" line per busy
+ * machine (CI logs would otherwise go quiet for the hour a builder can take): what CI logs want.
+ */
 export function plainProgress(
   write: (line: string) => void,
-  opts: ProgressOptions = {},
+  heartbeatMs = 5 * 60_000,
 ): { consume: (e: RunEvent) => void; stop: () => void } {
-  const activity = new Activity(opts.now ?? Date.now);
-  const timer = setInterval(
-    () => {
-      for (const id of activity.machines()) write(`${id}: still running ${activity.describe(id)}`);
-    },
-    opts.heartbeatMs ?? 5 * 60_000,
-  );
+  const activity = new Activity();
+  const timer = setInterval(() => {
+    for (const id of activity.machines()) write(`${id}: still running ${activity.describe(id)}`);
+  }, heartbeatMs);
   timer.unref();
   return {
     consume: (e) => {
@@ -133,7 +123,7 @@ export function liveProgress(stream: NodeJS.WriteStream): {
   consume: (e: RunEvent) => void;
   stop: () => void;
 } {
-  const activity = new Activity(Date.now);
+  const activity = new Activity();
   const status = new Map<string, string>();
   const marks = new Map<string, string>();
   let drawn = 0;
