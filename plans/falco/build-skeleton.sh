@@ -33,7 +33,11 @@ fi
 set -x
 
 # The probe needs libbpf >= 1.2 (PT_REGS_PARM6_CORE_SYSCALL): fail early and clearly.
-grep -E 'define LIBBPF_(MAJOR|MINOR)_VERSION' "$LIBBPF_INCLUDE/bpf/libbpf_version.h"
+LIBBPF_VERSION=$(awk '/define LIBBPF_(MAJOR|MINOR)_VERSION/ {printf "%s%s", sep, $3; sep = "."}' \
+	"$LIBBPF_INCLUDE/bpf/libbpf_version.h")
+case $LIBBPF_VERSION in
+0.* | 1.[01]) echo "libbpf $LIBBPF_VERSION is too old: libs' modern probe needs >= 1.2" >&2; exit 1 ;;
+esac
 "$BPFTOOL" version
 clang --version | head -n 1
 uname -m
@@ -45,7 +49,16 @@ cmake -S "$KMATRIX_SRC/falco/libscap-only" -B "$BUILD" \
 	-DUSE_BUNDLED_DEPS="${USE_BUNDLED_DEPS:-OFF}" -DUSE_BUNDLED_LIBBPF=OFF -DCREATE_TEST_TARGETS=OFF -DBUILD_LIBSCAP_GVISOR=OFF \
 	-DBUILD_LIBSCAP_MODERN_BPF=ON \
 	-DLIBBPF_INCLUDE="$LIBBPF_INCLUDE" -DLIBBPF_LIB="$LIBBPF_LIB" \
-	-DMODERN_BPFTOOL_EXE="$BPFTOOL"
+	-DMODERN_BPFTOOL_EXE="$BPFTOOL" \
+	>"$BUILD/configure.log" 2>&1 || { cat "$BUILD/configure.log"; exit 1; }
+cat "$BUILD/configure.log"
+# A skeleton for another architecture would only show later, as the modern probe failing in every
+# machine: refuse it here, where it is this builder's fault.
+case $TARGET_ARCH in x86_64) BPF_ARCH=x86 ;; aarch64) BPF_ARCH=arm64 ;; *) BPF_ARCH=$TARGET_ARCH ;; esac
+if ! grep -q "Target arch: $BPF_ARCH\$" "$BUILD/configure.log"; then
+	echo "libs configured its modern probe for another architecture than $TARGET_ARCH (its 'Target arch' above)" >&2
+	exit 1
+fi
 cmake --build "$BUILD" --target ProbeSkeleton --parallel "$(nproc)"
 
 mkdir -p "$KMATRIX_OUT/skel_dir"
