@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
-	mmdebstrap e2fsprogs busybox-static cpio kmod xz-utils zstd util-linux dpkg chromium fonts-noto-color-emoji
+	mmdebstrap arch-test e2fsprogs busybox-static cpio kmod xz-utils zstd util-linux dpkg chromium fonts-noto-color-emoji
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean
