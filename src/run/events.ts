@@ -25,6 +25,13 @@ export type RunEvent =
   | { type: "builder-ended"; record: BuilderRecord }
   | { type: "step-started"; machineId: string; test: string }
   | { type: "step-output"; machineId: string; step: string; chunk: string }
+  /**
+   * Every command step ends with this, before its verdict: `step` as in step-output (a test,
+   * `builder:<name>`, or `<test>.rerun` for a prerequisite re-run on a fresh machine).
+   */
+  | { type: "step-ended"; machineId: string; step: string }
+  /** The machine is in doubt after `afterTest` (oops, hang, timeout, lost channel): the rest of its tests run on a fresh boot. */
+  | { type: "machine-replaced"; machineId: string; afterTest: string; reason: string }
   | { type: "console-line"; machineId: string; line: string }
   | { type: "cell"; record: CellRecord }
   | { type: "run-ended"; run: RunRecord };
