@@ -1,12 +1,21 @@
+export interface PoolJob {
+  /** Settles once the job's dependencies have; these must be other jobs of the same pool. */
+  ready: () => Promise<unknown>;
+  run: () => Promise<void>;
+  /** Names the job in the error when its dependencies never settle. */
+  name?: string;
+}
+
 /**
  * Runs jobs with at most `limit` at a time, starting each only once its dependencies have settled
  * (`ready`). Jobs are started in list order among those ready, so builders listed first go first.
+ *
+ * A job that throws does not abandon the others: every job is started and awaited, and then the
+ * errors are thrown together (the single error, or an AggregateError of them). A job whose
+ * dependencies never settle once nothing else can run (a dependency threw before settling them)
+ * fails with an error saying so instead of hanging the pool.
  */
-export async function runPool(
-  jobs: { ready: () => Promise<unknown>; run: () => Promise<void> }[],
-  limit: number,
-  signal: AbortSignal,
-): Promise<void> {
+export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSignal): Promise<void> {
   let running = 0;
   const waiting: (() => void)[] = [];
   const slot = async () => {
@@ -22,16 +31,41 @@ export async function runPool(
     if (signal.aborted) resolve();
     signal.addEventListener("abort", () => resolve(), { once: true });
   });
-  await Promise.all(
-    jobs.map(async (job) => {
-      await Promise.race([job.ready(), aborted]);
+  // Jobs still waiting for their dependencies. Once no job runs or waits for a slot, and a turn of
+  // the event loop has let every settled dependency reach its dependants, the rest are stuck.
+  let unready = jobs.length;
+  const STALLED = Symbol("stalled");
+  let stall: () => void = () => {};
+  const stalled = new Promise<typeof STALLED>((resolve) => {
+    stall = () => resolve(STALLED);
+  });
+  const idle = () => running === 0 && waiting.length === 0 && unready > 0;
+  const checkStall = () => {
+    if (idle()) setImmediate(() => idle() && stall());
+  };
+  const results = await Promise.allSettled(
+    jobs.map(async (job, i) => {
+      let state: unknown;
+      try {
+        state = await Promise.race([job.ready(), aborted, stalled]);
+      } finally {
+        unready--;
+      }
       if (signal.aborted) return;
+      if (state === STALLED)
+        throw new Error(
+          `${job.name ?? `job ${i + 1}`} never started: what it waits for ended without settling (an earlier job failed)`,
+        );
       await slot();
       try {
         if (!signal.aborted) await job.run();
       } finally {
         free();
+        checkStall();
       }
     }),
   );
+  const errors = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} jobs failed`);
 }

@@ -35,3 +35,60 @@ describe("runPool", () => {
     await expect(done).resolves.toBeUndefined();
   });
 });
+
+describe("runPool when jobs throw", () => {
+  it("runs every other job to its end, then throws the one error", async () => {
+    const ran: string[] = [];
+    const boom = new Error("boom");
+    const jobs = ["a", "b", "c", "d"].map((name) => ({
+      ready: async () => {},
+      run: async () => {
+        await new Promise((r) => setTimeout(r, name === "a" ? 1 : 20));
+        if (name === "a") throw boom;
+        ran.push(name);
+      },
+    }));
+    await expect(runPool(jobs, 2, new AbortController().signal)).rejects.toBe(boom);
+    // b was running when a threw; c and d started after: all settled before runPool returned.
+    expect(ran.sort()).toEqual(["b", "c", "d"]);
+  });
+
+  it("throws an AggregateError of every job that threw", async () => {
+    const jobs = [1, 2, 3].map((n) => ({
+      ready: async () => {},
+      run: async () => {
+        if (n !== 2) throw new Error(`job ${n}`);
+      },
+    }));
+    const err = await runPool(jobs, 1, new AbortController().signal).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AggregateError);
+    expect((err as AggregateError).errors.map((e: Error) => e.message)).toEqual(["job 1", "job 3"]);
+  });
+
+  it("fails, instead of hanging, a job whose dependency threw before settling it", async () => {
+    const never = new Promise<void>(() => {});
+    let ranOther = false;
+    const jobs = [
+      {
+        ready: async () => {},
+        run: async () => {
+          throw new Error("builder crashed");
+        },
+      },
+      { name: "machine m", ready: () => never, run: async () => {} },
+      {
+        ready: async () => {},
+        run: async () => {
+          await new Promise((r) => setTimeout(r, 10));
+          ranOther = true;
+        },
+      },
+    ];
+    const err = await runPool(jobs, 2, new AbortController().signal).catch((e: unknown) => e);
+    expect(ranOther).toBe(true);
+    expect((err as AggregateError).errors.map((e: Error) => e.message)).toEqual([
+      "builder crashed",
+      expect.stringMatching(/^machine m never started/),
+    ]);
+  });
+});
