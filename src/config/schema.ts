@@ -25,7 +25,8 @@ export const VmSchema = z.strictObject({
   cpus: z.int().min(1).max(64).optional(),
   memoryMiB: z.int().min(256).optional(),
   accel: z.enum(["auto", "kvm", "tcg"]).optional(),
-  bootTimeoutSec: z.int().min(1).optional(),
+  /** 24 h at most (a larger value is a mistake, and setTimeout would overflow and fire at once). */
+  bootTimeoutSec: z.number().min(1).max(86_400).int().optional(),
   /** Extra kernel command-line arguments (handed to QEMU as one argument, never to a shell). */
   kernelArgs: z.array(z.string().regex(/^[^\s]+$/, "expected one argument without spaces")).optional(),
   /** Let the guest reach the internet (e.g. for libs' bundled dependencies); off by default. */

@@ -6,7 +6,10 @@ const Name = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "expected a name of letters, digits, '.', '_' or '-'");
 const KernelVersion = z.string().regex(/^\d+\.\d+(\.\d+)?$/, 'expected a kernel version such as "5.8"');
-const Seconds = z.number().int().positive();
+/** 24 h at most: a larger timeout is a mistake, and past ~24.8 days setTimeout would fire at once. */
+const MAX_TIMEOUT_SEC = 86_400;
+// Bounds first: they name the real limits where the integer check would say "at most 2^53 - 1".
+const Seconds = z.number().min(1).max(MAX_TIMEOUT_SEC).int();
 
 export const BuilderSchema = z.strictObject({
   name: Name,

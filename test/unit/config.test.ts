@@ -167,6 +167,21 @@ machines:
     expect(errorOf("")).toMatch(/^kmatrix\.yaml: file is empty/);
   });
 
+  it("rejects a boot timeout over 24 h, naming the field (a huge one would make setTimeout fire at once)", () => {
+    expect(errorOf(`vm: { bootTimeoutSec: 86401 }\n${ONE}`)).toBe(
+      "kmatrix.yaml: vm.bootTimeoutSec: expected at most 86400, got 86401",
+    );
+    expect(errorOf(`${ONE}    vm: { bootTimeoutSec: 1e21 }\n`)).toBe(
+      "kmatrix.yaml: machines[0].vm.bootTimeoutSec: expected at most 86400, got 1e+21",
+    );
+    expect(errorOf(`vm: { bootTimeoutSec: 0 }\n${ONE}`)).toBe(
+      "kmatrix.yaml: vm.bootTimeoutSec: expected at least 1, got 0",
+    );
+    expect(
+      parseMatrix(`vm: { bootTimeoutSec: 86400 }\n${ONE}`, "k.yaml").machines[0]?.vm.bootTimeoutSec,
+    ).toBe(86400);
+  });
+
   it("rejects duplicate machine ids, naming both entries", () => {
     const dup = `machines:
   - { name: a, arch: x86_64, kernel: { source: debian, suite: sid } }

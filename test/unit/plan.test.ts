@@ -39,6 +39,23 @@ describe("parsePlan", () => {
     ],
     ["tests:\n  - { name: a, command: x, minKernel: { arm64: '5.8' } }\n", /p\.yaml: tests\[0\]\.minKernel/],
     ["tests:\n  - { name: a, command: x, timeout: 5 }\n", /unknown key "timeout"/],
+    // Over 24 h is a mistake, and a huge value would overflow setTimeout and time out at once.
+    [
+      "tests:\n  - { name: a, command: x, timeoutSec: 86401 }\n",
+      /^p\.yaml: tests\[0\]\.timeoutSec: expected at most 86400, got 86401$/,
+    ],
+    [
+      "tests:\n  - { name: a, command: x }\n  - { name: b, command: x, timeoutSec: 1e21 }\n",
+      /^p\.yaml: tests\[1\]\.timeoutSec: expected at most 86400, got 1e\+21$/,
+    ],
+    [
+      "builders:\n  - { name: b, machine: m, command: x, timeoutSec: 9999999999 }\ntests:\n  - { name: t, command: x }\n",
+      /^p\.yaml: builders\[0\]\.timeoutSec: expected at most 86400, got 9999999999$/,
+    ],
+    [
+      "tests:\n  - { name: a, command: x, timeoutSec: 0 }\n",
+      /tests\[0\]\.timeoutSec: expected at least 1, got 0/,
+    ],
   ])("rejects %j with one line naming the field", (body, message) => {
     expect(() => parsePlan(`${base}${body}`, "p.yaml", "/plans")).toThrow(message);
   });
