@@ -11,6 +11,12 @@
 # Env: KMATRIX_SRC (libs/, falco/), KMATRIX_OUT, KMATRIX_ARCH; optional LIBS_VERSION, and
 # LIBBPF_INCLUDE / LIBBPF_LIB / BPFTOOL to use a libbpf or bpftool outside the standard paths.
 set -eu
+# Exit 78 (EX_CONFIG, the plan's environmentExitCodes): this builder's environment is wrong (a tool
+# missing or too old), not the libs code it builds.
+env_fail() {
+	echo "$*" >&2
+	exit 78
+}
 LIBS=$KMATRIX_SRC/libs
 HOST_ARCH=$(uname -m)
 TARGET_ARCH=${KMATRIX_ARCH:-$HOST_ARCH}
@@ -33,11 +39,15 @@ fi
 set -x
 
 # The probe needs libbpf >= 1.2 (PT_REGS_PARM6_CORE_SYSCALL): fail early and clearly.
+[ -f "$LIBBPF_INCLUDE/bpf/libbpf_version.h" ] ||
+	env_fail "no libbpf headers in $LIBBPF_INCLUDE/bpf: libs' modern probe needs libbpf-dev >= 1.2"
 LIBBPF_VERSION=$(awk '/define LIBBPF_(MAJOR|MINOR)_VERSION/ {printf "%s%s", sep, $3; sep = "."}' \
 	"$LIBBPF_INCLUDE/bpf/libbpf_version.h")
 case $LIBBPF_VERSION in
-0.* | 1.[01]) echo "libbpf $LIBBPF_VERSION is too old: libs' modern probe needs >= 1.2" >&2; exit 1 ;;
+0.* | 1.[01]) env_fail "libbpf $LIBBPF_VERSION is too old: libs' modern probe needs >= 1.2" ;;
 esac
+command -v "$BPFTOOL" >/dev/null || env_fail "no bpftool ($BPFTOOL): libs' modern probe needs it for its skeleton"
+command -v clang >/dev/null || env_fail "no clang: libs' modern probe is compiled with it"
 "$BPFTOOL" version
 clang --version | head -n 1
 uname -m
@@ -56,8 +66,7 @@ cat "$BUILD/configure.log"
 # machine: refuse it here, where it is this builder's fault.
 case $TARGET_ARCH in x86_64) BPF_ARCH=x86 ;; aarch64) BPF_ARCH=arm64 ;; *) BPF_ARCH=$TARGET_ARCH ;; esac
 if ! grep -q "Target arch: $BPF_ARCH\$" "$BUILD/configure.log"; then
-	echo "libs configured its modern probe for another architecture than $TARGET_ARCH (its 'Target arch' above)" >&2
-	exit 1
+	env_fail "libs configured its modern probe for another architecture than $TARGET_ARCH (its 'Target arch' above)"
 fi
 cmake --build "$BUILD" --target ProbeSkeleton --parallel "$(nproc)"
 

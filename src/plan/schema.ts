@@ -30,6 +30,11 @@ export const BuilderSchema = z.strictObject({
   cross: z.boolean().default(false),
   /** Extra Debian packages for the builder's image (test machines do not get them). */
   packages: z.array(DebianPackageSchema).default([]),
+  /**
+   * Exit codes meaning "the builder's environment is wrong" (e.g. a library too old), not the code
+   * it builds: such a failure is not blamed on that code.
+   */
+  environmentExitCodes: z.array(z.number().int().min(1).max(255)).default([]),
   timeoutSec: Seconds.default(1800),
 });
 

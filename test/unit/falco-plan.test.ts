@@ -77,6 +77,11 @@ describe("the falco plan", () => {
     },
   );
 
+  it("blames the builders' environment checks (libbpf too old, exit 78) on the environment, not libs", () => {
+    const codes = Object.fromEntries(plan.builders.map((b) => [b.name, b.environmentExitCodes]));
+    expect(codes).toEqual({ skeleton: [78], libbpf: [78], "scap-open": [] });
+  });
+
   it("builds against Debian's packages unless --set USE_BUNDLED_DEPS=ON", () => {
     expect(plan.env).toEqual({ USE_BUNDLED_DEPS: "OFF" });
     expect(applySettings(plan, { USE_BUNDLED_DEPS: "ON" }).env).toEqual({ USE_BUNDLED_DEPS: "ON" });

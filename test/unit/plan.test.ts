@@ -24,6 +24,7 @@ describe("parsePlan", () => {
     expect(plan.sources).toEqual([{ name: "drivers", location: { kind: "dir", path: "/drivers" } }]);
     expect(plan.builders.map((b) => b.name)).toEqual(["a", "b"]);
     expect(plan.tests[0]).toMatchObject({ timeoutSec: 900, needs: [], unsupportedExitCodes: [] });
+    expect(plan.builders[0]).toMatchObject({ timeoutSec: 1800, environmentExitCodes: [] });
   });
 
   it.each([
@@ -55,6 +56,10 @@ describe("parsePlan", () => {
     [
       "tests:\n  - { name: a, command: x, timeoutSec: 0 }\n",
       /tests\[0\]\.timeoutSec: expected at least 1, got 0/,
+    ],
+    [
+      "builders:\n  - { name: b, machine: m, command: x, environmentExitCodes: [0] }\ntests:\n  - { name: t, command: x }\n",
+      /^p\.yaml: builders\[0\]\.environmentExitCodes\[0\]: expected at least 1, got 0$/,
     ],
   ])("rejects %j with one line naming the field", (body, message) => {
     expect(() => parsePlan(`${base}${body}`, "p.yaml", "/plans")).toThrow(message);
