@@ -116,6 +116,11 @@ export class ContainerSession {
     await pipeline(tar.c({ cwd: dirname(src), portable: true }, [basename(src)]), tar.x({ cwd: localDir }));
   }
 
+  /**
+   * Deletes the container's scratch at once: `workDir` with the overlay's upper and work layers
+   * (everything the builder wrote; its artifacts were copied out before). Nothing is mounted
+   * between commands, so there is nothing to unmount.
+   */
   async stop(): Promise<void> {
     await rm(this.workDir, { recursive: true, force: true });
   }

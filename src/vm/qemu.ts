@@ -1,7 +1,7 @@
 import { createWriteStream } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { createServer } from "node:net";
-import { join } from "node:path";
+import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { type ConsoleSignal, ConsoleTail, classifyConsoleLine } from "./console.js";
 import { startOwned } from "./processes.js";
@@ -17,9 +17,9 @@ export interface BootSpec {
   initrd: string;
   /** The machine's base disk; the VM writes to a copy-on-write overlay of it. */
   baseDisk: string;
-  /** Scratch directory for this VM (overlay, pid file); removed by the caller. */
+  /** Scratch directory for this VM (overlay, pid file); `stop()` removes it. */
   workDir: string;
-  /** Where the whole console output goes. */
+  /** Where the whole console output goes; kept by `stop()`, even inside `workDir`. */
   consoleLog: string;
   x86Machine?: X86Machine;
   kernelArgs?: string[];
@@ -46,7 +46,13 @@ export interface RunningVm {
   /** Settles when the VM process ends, for whatever reason. */
   readonly exited: Promise<VmExit>;
   consoleTail(lines?: number): string;
-  /** Kills the VM (there is nothing in it worth a clean shutdown) and waits for it to be gone. */
+  /**
+   * Kills the VM (there is nothing in it worth a clean shutdown), waits for it to be gone (or
+   * finds it gone already, when it exited on its own), and deletes its scratch at once: the qcow2
+   * overlay (up to the size of everything the guest wrote) and the pid file, i.e. the whole
+   * `workDir`, except the console log when it lives there. Call it for every started VM, and start
+   * no VM on the same `workDir` before it settles.
+   */
   stop(): Promise<void>;
 }
 
@@ -59,13 +65,33 @@ export const qemuBackend: VmBackend = {
   name: "qemu",
   async start(spec) {
     await mkdir(spec.workDir, { recursive: true });
-    const disk = join(spec.workDir, "disk.qcow2");
-    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.baseDisk, disk]);
-    const sshPort = await freeLoopbackPort();
-    const args = qemuArgs({ ...spec, disk, sshPort, pidFile: join(spec.workDir, "qemu.pid") });
-    return new QemuVm(spec, sshPort, args);
+    const disk = join(spec.workDir, OVERLAY);
+    try {
+      await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.baseDisk, disk]);
+      const sshPort = await freeLoopbackPort();
+      const args = qemuArgs({ ...spec, disk, sshPort, pidFile: join(spec.workDir, PID_FILE) });
+      return new QemuVm(spec, sshPort, args);
+    } catch (err) {
+      await removeScratch(spec);
+      throw err;
+    }
   },
 };
+
+const OVERLAY = "disk.qcow2";
+const PID_FILE = "qemu.pid";
+
+/**
+ * Deletes a VM's scratch: its whole `workDir`, or only the overlay and the pid file when the
+ * console log is inside it (`kmatrix shell` keeps its console there).
+ */
+export async function removeScratch(spec: Pick<BootSpec, "workDir" | "consoleLog">): Promise<void> {
+  const rel = relative(resolve(spec.workDir), resolve(spec.consoleLog));
+  const logInside = rel !== "" && rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+  if (logInside)
+    await Promise.all([OVERLAY, PID_FILE].map((f) => rm(join(spec.workDir, f), { force: true })));
+  else await rm(spec.workDir, { recursive: true, force: true });
+}
 
 class QemuVm implements RunningVm {
   readonly exited: Promise<VmExit>;
@@ -75,6 +101,8 @@ class QemuVm implements RunningVm {
   private readonly lineListeners: ((l: string) => void)[] = [];
   readonly machineId: string;
   readonly consoleLog: string;
+  private readonly workDir: string;
+  private removed: Promise<void> | undefined;
 
   constructor(
     spec: BootSpec,
@@ -83,6 +111,7 @@ class QemuVm implements RunningVm {
   ) {
     this.machineId = spec.machineId;
     this.consoleLog = spec.consoleLog;
+    this.workDir = spec.workDir;
     this.child = startOwned(qemuBinary(spec.arch), args, {
       stdin: "ignore",
       reject: false,
@@ -120,6 +149,8 @@ class QemuVm implements RunningVm {
   async stop(): Promise<void> {
     this.child.kill("SIGKILL");
     await this.exited;
+    this.removed ??= removeScratch({ workDir: this.workDir, consoleLog: this.consoleLog });
+    await this.removed;
   }
 }
 

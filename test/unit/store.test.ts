@@ -1,10 +1,18 @@
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { formatBytes, ResultStore } from "../../src/results/store.js";
 
-const fresh = () => mkdtempSync(join(tmpdir(), "kmatrix-store-"));
+const dirs: string[] = [];
+const fresh = () => {
+  const dir = mkdtempSync(join(tmpdir(), "kmatrix-store-"));
+  dirs.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
 
 /** Deterministic output of `n` bytes in chunks of varying sizes, some lines, some not. */
 function chunks(n: number): string[] {
