@@ -68,10 +68,11 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       throw new UsageError(`${flags.resume}: not a kmatrix results directory (no readable run.json)`);
     });
     previous = existing.run;
-    for (const c of existing.cells) kept.set(cellKey(c.machineId, c.test), c);
     for (const b of existing.builders)
       if (b.ok && existsSync(join(outDir, "artifacts", b.arch, b.builder)))
         keptBuilders.set(builderKey(b.arch, b.builder), b);
+    for (const c of existing.cells)
+      if (keepOnResume(c, keptBuilders)) kept.set(cellKey(c.machineId, c.test), c);
   }
 
   const jobs = flags.jobs ?? defaultJobs(Math.max(...machines.map((m) => m.vm.memoryMiB)));
@@ -137,6 +138,15 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   const cells = final.cells.filter((c) => machines.some((m) => m.id === c.machineId));
   const bad = cells.filter((c) => c.verdict === "fail" || c.verdict === "error").length;
   return { exitCode: bad > 0 || cells.length < expected ? 1 : 0, outDir };
+}
+
+/**
+ * What --resume keeps: passes, skips and driver failures. A harness error is not a result, and a
+ * cell that failed only because of a builder is re-run when that builder runs again.
+ */
+export function keepOnResume(c: CellRecord, keptBuilders: Map<string, BuilderRecord>): boolean {
+  if (c.verdict === "error") return false;
+  return !c.builder || keptBuilders.has(builderKey(c.arch, c.builder));
 }
 
 /** As many VMs as there are cores, as long as their memory fits with room to spare. */

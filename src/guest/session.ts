@@ -1,6 +1,7 @@
 import type { Arch } from "../config/types.js";
 import type { MachineImage } from "../images/index.js";
 import type { ConsoleSignal } from "../vm/console.js";
+import { KernelLog, type KernelWindow, stepBegins, stepEnds } from "../vm/kernel-log.js";
 import { type BootSpec, qemuBackend, type RunningVm, type VmBackend } from "../vm/qemu.js";
 import type { X86Machine } from "../vm/qemu-args.js";
 import { type ExecOptions, type ExecResult, GuestChannel } from "./ssh.js";
@@ -54,10 +55,32 @@ export interface BootTimings {
   usableMs: number;
 }
 
+/**
+ * Everything known about one step once it is over: how its command ended (or why it could not),
+ * and what the kernel printed meanwhile. The verdict rules (plan/cells.ts) read nothing else.
+ */
+export interface StepEvidence {
+  result?: ExecResult;
+  /** The machine panicked or went away during the step. */
+  fault?: { kind: GuestFault["kind"]; message: string; consoleTail: string };
+  /** The harness could not run the command at all (e.g. no channel): one line. */
+  error?: string;
+  kernel: KernelWindow;
+  /** The console excerpt to show with a kernel problem. */
+  consoleTail?: string;
+}
+
+/** How long the step's end marker may take to reach the console (it follows the rest of the step's kernel log). */
+const END_MARKER_WAIT_MS = 10_000;
+/** After a soft lockup / RCU stall / hung task report, the trace's last lines before the step is given up. */
+const HUNG_GRACE_MS = 2000;
+
 /** A booted machine: its VM and the SSH channel into it. Commands lose the race to a panic. */
 export class MachineSession {
-  /** Oops/BUG lines seen on the console since boot (the machine may still run). */
-  readonly oopses: string[] = [];
+  /** The console split into step windows (see vm/kernel-log.ts). */
+  private readonly kernelLog = new KernelLog();
+  private steps = 0;
+  private hungListener: ((line: string) => void) | undefined;
   private fault: GuestFault | undefined;
   private stopping = false;
   private panicLine: string | undefined;
@@ -68,8 +91,9 @@ export class MachineSession {
     readonly guest: GuestChannel,
     readonly timings: BootTimings,
   ) {
+    vm.onConsoleLine((line) => this.kernelLog.feed(line));
     vm.onSignal((s) => {
-      if (s.kind === "oops") this.oopses.push(s.line);
+      if (s.kind === "hung") this.hungListener?.(s.line);
       if (s.kind === "panic" && !this.panicLine) {
         this.panicLine = s.line;
         void this.raise();
@@ -115,6 +139,48 @@ export class MachineSession {
   /** Runs a shell command; rejects with GuestFault the moment the kernel panics or the VM dies. */
   async run(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     return this.guarded(this.guest.exec(command, opts));
+  }
+
+  /** From starting QEMU to a working SSH connection. */
+  get usableMs(): number {
+    return this.timings.usableMs;
+  }
+
+  /**
+   * Runs one step (a test's or builder's command) between two kernel-log markers and gathers the
+   * evidence for its verdict. Never throws: a panic, a dead VM or a broken channel is evidence too.
+   * A kernel that reports itself hung (soft lockup, RCU stall, hung task) ends the wait at once.
+   */
+  async runStep(command: string, opts: ExecOptions = {}): Promise<StepEvidence> {
+    const id = ++this.steps;
+    this.kernelLog.open(id);
+    const evidence: Omit<StepEvidence, "kernel"> = {};
+    let hung: (() => void) | undefined;
+    const kernelHung = new Promise<"hung">((resolve) => {
+      hung = () => resolve("hung");
+    });
+    this.hungListener = () => setTimeout(() => hung?.(), HUNG_GRACE_MS);
+    try {
+      const outcome = await Promise.race([this.run(`${kmsg(stepBegins(id))}; ${command}`, opts), kernelHung]);
+      if (outcome !== "hung") evidence.result = outcome;
+    } catch (err) {
+      if (err instanceof GuestFault)
+        evidence.fault = { kind: err.kind, message: err.message, consoleTail: err.consoleTail };
+      else evidence.error = (err as Error)?.message?.split("\n")[0] ?? String(err);
+    } finally {
+      this.hungListener = undefined;
+    }
+    const answering = evidence.result && !evidence.result.channelLost && !this.fault;
+    if (answering)
+      await this.guest.exec(kmsg(stepEnds(id)), { timeoutMs: END_MARKER_WAIT_MS }).catch(() => undefined);
+    const kernel = await this.kernelLog.close(answering ? END_MARKER_WAIT_MS : 1500);
+    const troubled = !!(kernel.panic || kernel.oops.length || kernel.hung.length || evidence.fault);
+    return { ...evidence, kernel, ...(troubled && { consoleTail: this.vm.consoleTail(60) }) };
+  }
+
+  /** Kernel trouble (panic, oops, hang) printed outside any step since the last call. */
+  troubleBetweenSteps(): string[] {
+    return this.kernelLog.takeTroubleBetweenSteps();
   }
 
   copyIn(localPath: string, remoteDir: string, name?: string, files?: string[]): Promise<void> {
@@ -242,5 +308,8 @@ function cutShort(value: unknown): boolean {
   const r = value as Partial<ExecResult> | undefined;
   return !!r && typeof r === "object" && "timedOut" in r && r.exitCode === undefined && !r.timedOut;
 }
+
+/** A shell command that writes one line into the guest's kernel log, at warning level so the console shows it. */
+const kmsg = (text: string) => `printf '<4>%s\\n' '${text}' 2>/dev/null >/dev/kmsg`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,5 +1,7 @@
 import semver from "semver";
 import type { Arch } from "../config/types.js";
+import type { StepEvidence } from "../guest/session.js";
+import type { KernelWindow } from "../vm/kernel-log.js";
 import { scapOpenShortfall } from "./scap-open.js";
 import type { TestSpec } from "./schema.js";
 
@@ -85,4 +87,102 @@ export function commandOutcome(
 
 function lastLine(text: string): string {
   return text.trimEnd().split("\n").at(-1)?.trim() ?? "";
+}
+
+/** What the verdict rules read about a finished step (see guest/session.ts: StepEvidence). */
+export type Evidence = Pick<StepEvidence, "result" | "fault" | "error"> & {
+  kernel: Pick<KernelWindow, "panic" | "oops" | "hung" | "oom" | "warnings">;
+};
+
+export interface Judgement {
+  outcome: Outcome;
+  /**
+   * Set when the machine can no longer be trusted after this step (panic, oops, hang, timeout, lost
+   * channel): the machine's later tests run on a freshly booted one. Says why.
+   */
+  inDoubt?: string;
+  /** WARN() lines of the step: the test still passes, and the record says "kernel warning". */
+  warnings?: string[];
+  /** Processes the command left behind (killed when it ended). */
+  leftover?: string[];
+}
+
+/**
+ * The verdict of a test step, from its evidence alone. The command's own outcome is decided here,
+ * before anything else runs on the machine. Kernel trouble in the step's window comes first: the
+ * test caused it, whatever its exit code says.
+ */
+export function judgeTest(test: TestSpec, ev: Evidence): Judgement {
+  const k = ev.kernel;
+  const leftover = ev.result?.leftover?.length ? { leftover: ev.result.leftover } : {};
+  const fail = (reason: string, inDoubt: string): Judgement => ({
+    outcome: { verdict: "fail", reason },
+    inDoubt,
+    ...leftover,
+  });
+  if (ev.fault?.kind === "panic" || k.panic)
+    return fail(
+      ev.fault?.kind === "panic" ? ev.fault.message : `kernel panic: ${k.panic}`,
+      "the kernel panicked",
+    );
+  if (k.hung.length) return fail(`kernel hung: ${k.hung[0]}`, "the kernel hung");
+  if (ev.result?.channelLost === "keepalive")
+    return fail("kernel hung: the machine stopped answering (no SSH keepalive reply)", "the kernel hung");
+  if (k.oops.length) return fail(`kernel oops: ${k.oops[0]}`, "the kernel oopsed");
+  if (ev.fault)
+    return { outcome: { verdict: "error", reason: ev.fault.message }, inDoubt: "the machine went away" };
+  if (ev.error || !ev.result)
+    return {
+      outcome: { verdict: "error", reason: `could not run the command: ${ev.error ?? "no result"}` },
+      inDoubt: "the harness lost the machine",
+    };
+  const outcome = commandOutcome(test, ev.result);
+  const lost = ev.result.exitCode === undefined && !ev.result.signal && !ev.result.timedOut;
+  const inDoubt = ev.result.timedOut ? "a command timed out" : lost ? "the SSH channel broke" : undefined;
+  const warnings = k.warnings.length ? { warnings: k.warnings } : {};
+  if (outcome.verdict === "pass" && k.warnings.length)
+    return {
+      outcome: { verdict: "pass", reason: `kernel warning: ${k.warnings[0]}` },
+      ...warnings,
+      ...leftover,
+    };
+  return { outcome, ...(inDoubt && { inDoubt }), ...warnings, ...leftover };
+}
+
+export type BuilderJudgement =
+  | { ok: true; warnings?: string[] }
+  | { ok: false; fault: "code" | "harness"; reason: string };
+
+/**
+ * A builder's verdict: only its command's own non-zero exit is the code's fault. Everything else
+ * (no exit status, a timeout, the builder machine panicking, hanging or running out of memory, an
+ * exit code the plan declares as "environment") is the harness's, and never a driver failure.
+ */
+export function judgeBuilder(
+  b: { timeoutSec: number; environmentExitCodes?: number[] },
+  ev: Evidence,
+): BuilderJudgement {
+  const k = ev.kernel;
+  const harness = (reason: string) => ({ ok: false as const, fault: "harness" as const, reason });
+  if (ev.fault?.kind === "panic" || k.panic)
+    return harness(`the builder machine's kernel panicked: ${k.panic ?? ev.fault?.message}`);
+  if (ev.fault) return harness(`the builder machine went away: ${ev.fault.message}`);
+  if (k.hung.length || ev.result?.channelLost === "keepalive")
+    return harness(`the builder machine stopped answering${k.hung[0] ? `: ${k.hung[0]}` : ""}`);
+  if (k.oom.length) return harness(`the builder machine ran out of memory: ${k.oom[0]}`);
+  if (ev.error || !ev.result) return harness(`could not run the builder: ${ev.error ?? "no result"}`);
+  const r = ev.result;
+  if (r.timedOut) return harness(`timed out after ${b.timeoutSec} s`);
+  if (r.exitCode === undefined)
+    return harness(
+      r.signal
+        ? `killed by signal ${r.signal}`
+        : "the command ended without an exit status (the SSH channel broke)",
+    );
+  if (r.exitCode === 0) return k.warnings.length ? { ok: true, warnings: k.warnings } : { ok: true };
+  if (b.environmentExitCodes?.includes(r.exitCode)) {
+    const last = lastLine(r.stderr) || lastLine(r.stdout);
+    return harness(`the builder's environment is not usable (exit ${r.exitCode})${last ? `: ${last}` : ""}`);
+  }
+  return { ok: false, fault: "code", reason: `exit code ${r.exitCode}` };
 }

@@ -17,9 +17,11 @@ export type Verdict = "pass" | "skip" | "fail" | "error";
  * pass  — the test ran and succeeded.
  * skip  — not applicable here (kernel too old, driver unsupported: exit code declared "unsupported",
  *         or a prerequisite was skipped); `reason` says why.
- * fail  — the code under test is at fault (build error, non-zero exit, a panic/oops the test caused).
- * error — the harness or the machine is at fault (image build, boot, ssh, timeout of the harness, a
- *         builder that failed, the machine died in an earlier test); `reason` says which.
+ * fail  — the code under test is at fault (build error, non-zero exit, timeout, a panic, oops or
+ *         hang of the kernel during the test, a builder whose own command failed).
+ * error — the harness or the machine is at fault (image build, boot, ssh, a builder the harness could
+ *         not run, a machine that could not be booted again); `reason` says which.
+ * A pass may carry a reason: "kernel warning: …" when the kernel WARN()ed during the test.
  */
 export interface CellRecord {
   machineId: string;
@@ -38,9 +40,17 @@ export interface CellRecord {
   durationMs?: number;
   /** The last part of the step's output (the full output is in the .log next to the record). */
   outputTail?: string;
-  /** New kernel warnings (dmesg, level warn and worse) that appeared while the test ran. */
+  /** The kernel's messages of level warn and worse printed during the test (its own window of the log). */
   dmesg?: string[];
-  /** Console excerpt when the kernel panicked or oopsed. */
+  /** WARN() lines printed during the test (the test still passes). */
+  kernelWarnings?: string[];
+  /** Processes the command left running when it exited (they were killed). */
+  leftover?: string[];
+  /** Which boot of the machine ran the test: 1, or higher after an earlier test left it in doubt. */
+  boot?: number;
+  /** The builder this verdict comes from, when it is a builder's failure (--resume re-runs those). */
+  builder?: string;
+  /** Console excerpt when the kernel panicked, oopsed or hung. */
   console?: string;
 }
 
@@ -61,6 +71,8 @@ export interface BuilderRecord {
   isolation?: "vm" | "container";
   artifacts: string[];
   outputTail?: string;
+  /** Console excerpt when the builder machine's kernel panicked, oopsed or hung. */
+  console?: string;
 }
 
 export interface MachineSummary {
@@ -75,6 +87,10 @@ export interface MachineSummary {
   bootMs?: number;
   /** Set when the machine itself failed (image, boot): every cell of it is then `error`. */
   error?: string;
+  /** How many times the machine was booted for its tests (more than 1 after a test left it in doubt). */
+  boots?: number;
+  /** Why each fresh boot was needed. */
+  replaced?: { afterTest: string; reason: string }[];
 }
 
 export interface RunRecord {

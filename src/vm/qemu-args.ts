@@ -47,7 +47,18 @@ function bootArgs(l: BootBase): { args: string[]; bus: "device" | "pci" } {
   // neoverse-n1 (ARMv8.2, the Graviton2 core) boots five times faster.
   const cpu = l.accel === "kvm" ? "host" : l.arch === "aarch64" ? "neoverse-n1" : "max";
   const console = l.arch === "aarch64" ? "ttyAMA0" : "ttyS0";
-  const cmdline = [`console=${console}`, "panic=-1", "quiet", "random.trust_cpu=on", ...(l.kernelArgs ?? [])];
+  // quiet, but warnings still reach the console (loglevel=5: WARN() and worse), where the kernel-log
+  // windows of vm/kernel-log.ts read them; the step markers written to /dev/kmsg must not be
+  // rate-limited (printk.devkmsg=on).
+  const cmdline = [
+    `console=${console}`,
+    "panic=-1",
+    "quiet",
+    "loglevel=5",
+    "printk.devkmsg=on",
+    "random.trust_cpu=on",
+    ...(l.kernelArgs ?? []),
+  ];
   const args = [
     ...machine,
     "-accel",

@@ -1,0 +1,154 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Arch, Machine } from "../config/types.js";
+import type { MachineImage } from "../images/index.js";
+import { judgeBuilder } from "../plan/cells.js";
+import type { BuilderSpec } from "../plan/schema.js";
+import type { BuilderRecord } from "../results/types.js";
+import { hostArch } from "../vm/accel.js";
+import {
+  builderKey,
+  type Engine,
+  GUEST,
+  guestCommand,
+  harnessReason,
+  outputTail,
+  outputTo,
+  provision,
+} from "./context.js";
+import type { StepSession } from "./machines.js";
+
+/**
+ * One builder for one architecture: boot (or enter a container of) its machine, copy the sources
+ * and the artifacts of the builders it needs, run its command, bring its $KMATRIX_OUT back.
+ * Blame follows judgeBuilder: only the command's own non-zero exit is the code's fault.
+ */
+export async function runBuilder(
+  e: Engine,
+  b: BuilderSpec,
+  arch: Arch,
+  results: Map<string, Promise<BuilderRecord>>,
+): Promise<BuilderRecord> {
+  const kept = e.keptBuilders.get(builderKey(arch, b.name));
+  if (kept) return kept;
+  const slot = `${b.machine}@${arch}`;
+  const machine = builderMachine(e.matrix.machines, b, arch);
+  const ranOn = machine && machine.id !== slot ? machine.id : undefined;
+  const base = { builder: b.name, arch, machineId: slot, ranOn, artifacts: [] as string[] };
+  const finish = (r: BuilderRecord) => {
+    if (!e.signal.aborted) e.bus.emit({ type: "builder-ended", record: r });
+    return r;
+  };
+  if (!machine)
+    return finish({ ...base, ok: false, fault: "harness", reason: `no machine ${b.machine} for ${arch}` });
+  for (const need of b.needs) {
+    const r = await results.get(builderKey(arch, need));
+    if (!r?.ok)
+      return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
+  }
+  const started = Date.now();
+  const step = `builder:${b.name}`;
+  // Two builders may share a machine (a cross builder serves every architecture): name by slot and builder.
+  const workName = `${slot}-${b.name}`;
+  let session: StepSession | undefined;
+  let isolation: "vm" | "container" | undefined;
+  try {
+    e.bus.emit({ type: "image-preparing", machineId: machine.id });
+    const image = await e.provider.image(machine, (line) =>
+      e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
+    );
+    isolation = b.needsKernel ? "vm" : await builderIsolation(e, machine, image);
+    e.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: slot, ranOn, isolation });
+    if (isolation === "container") {
+      session = await e.provider.container(
+        machine,
+        image,
+        join(e.runDir, "builder", workName.replace("@", "_")),
+      );
+    } else {
+      await mkdir(join(e.outDir, "consoles"), { recursive: true });
+      const booted = await e.provider.boot(machine, image, {
+        role: "builder",
+        runDir: join(e.runDir, "builder"),
+        workName,
+        consoleLog: join(e.outDir, "consoles", `${slot}.builder-${b.name}.log`),
+        onBooting: (accel) =>
+          e.bus.emit({ type: "machine-booting", machineId: machine.id, role: "builder", accel }),
+      });
+      e.bus.emit({ type: "machine-booted", machineId: machine.id, bootMs: booted.session.usableMs });
+      session = booted.session;
+    }
+    await provision(e, session, arch, b.needs);
+    const out = `${GUEST.out}/${b.name}`;
+    const evidence = await session.runStep(
+      guestCommand(b.command, arch, { ...e.plan.env, KMATRIX_OUT: out }, out),
+      {
+        timeoutMs: b.timeoutSec * 1000,
+        ...outputTo(e, slot, step),
+      },
+    );
+    e.bus.emit({ type: "step-ended", machineId: slot, step });
+    const judged = judgeBuilder(b, evidence);
+    const facts = { outputTail: outputTail(evidence.result), isolation, durationMs: Date.now() - started };
+    if (!judged.ok)
+      return finish({
+        ...base,
+        ...facts,
+        ok: false,
+        fault: judged.fault,
+        reason: judged.reason,
+        console: evidence.consoleTail,
+      });
+    const dest = join(e.outDir, "artifacts", arch);
+    await mkdir(dest, { recursive: true });
+    await session.copyOut(out, dest);
+    const listing = await session.run(`cd ${out} && find . -type f | sort`);
+    const artifacts = listing.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((f) => f.replace(/^\.\//, ""));
+    return finish({ ...base, ...facts, ok: true, durationMs: Date.now() - started, artifacts });
+  } catch (err) {
+    return finish({
+      ...base,
+      ok: false,
+      fault: "harness",
+      reason: harnessReason(err),
+      durationMs: Date.now() - started,
+      isolation,
+    });
+  } finally {
+    await session?.stop();
+  }
+}
+
+/**
+ * The machine a builder runs on for `arch`: its own, or for a cross builder the one of the host's
+ * architecture when the matrix has it. The builder's own packages make its image differ from the
+ * test machine's of the same name.
+ */
+export function builderMachine(
+  machines: Machine[],
+  b: BuilderSpec,
+  arch: Arch,
+  host: Arch | undefined = hostArch(),
+): Machine | undefined {
+  const find = (a: Arch | undefined) => machines.find((m) => m.name === b.machine && m.arch === a);
+  const machine = (b.cross && find(host)) || find(arch);
+  return machine && { ...machine, packages: [...machine.packages, ...b.packages] };
+}
+
+/**
+ * For a builder that does not need its machine's kernel: a VM when asked, or when KVM makes it
+ * fast; without KVM a container of the same image builds ~50x faster (see guest/container.ts),
+ * which needs root for its mounts.
+ */
+async function builderIsolation(
+  e: Engine,
+  machine: Machine,
+  image: MachineImage,
+): Promise<"vm" | "container"> {
+  if (e.builders !== "auto") return e.builders;
+  if (process.getuid?.() !== 0) return "vm";
+  return (await e.provider.hasKvm(machine, image)) ? "vm" : "container";
+}

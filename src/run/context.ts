@@ -1,0 +1,98 @@
+import { join } from "node:path";
+import type { Arch, Machine, Matrix } from "../config/types.js";
+import { BootError, GuestFault } from "../guest/session.js";
+import type { ExecOptions } from "../guest/ssh.js";
+import type { Plan } from "../plan/load.js";
+import type { LocalSource } from "../plan/sources.js";
+import type { BuilderRecord, CellRecord } from "../results/types.js";
+import { shellQuote } from "../util/shell-quote.js";
+import type { EventBus } from "./events.js";
+import type { MachineProvider, StepSession } from "./machines.js";
+
+/** Where things live inside every machine. */
+export const GUEST = {
+  root: "/kmatrix",
+  src: "/kmatrix/src",
+  artifacts: "/kmatrix/artifacts",
+  out: "/kmatrix/out",
+};
+
+export interface EngineOptions {
+  matrix: Matrix;
+  /** The test machines (already filtered by --arch / --machine). */
+  machines: Machine[];
+  plan: Plan;
+  /** Source name → local directory (git sources already checked out) and the files to copy. */
+  sources: Map<string, LocalSource>;
+  /** Tests skipped on every machine because the sources lack what they test (see sourceSkips). */
+  sourceSkips: Map<string, string>;
+  outDir: string;
+  runDir: string;
+  jobs: number;
+  bus: EventBus;
+  signal: AbortSignal;
+  /** Cells that already have a verdict (--resume): kept as they are. */
+  kept: Map<string, CellRecord>;
+  /** Builders that already succeeded with their artifacts on disk (--resume). */
+  keptBuilders: Map<string, BuilderRecord>;
+  /** Where builders run; "auto": a VM when KVM works, else a container if kmatrix is root. */
+  builders: "vm" | "container" | "auto";
+  /** Images and machines; the real ones unless a unit test scripts them (test/unit/fake-machines.ts). */
+  provider?: MachineProvider;
+}
+
+/** The engine's options with the provider chosen. */
+export type Engine = EngineOptions & { provider: MachineProvider };
+
+export const cellKey = (machineId: string, test: string) => `${machineId}/${test}`;
+export const builderKey = (arch: Arch, builder: string) => `${arch}/${builder}`;
+
+/** How much of a step's output its record keeps (the whole output is in its .log). */
+export const OUTPUT_TAIL = 8192;
+
+/** Streams a step's output to the event bus. */
+export function outputTo(
+  e: Engine,
+  machineId: string,
+  step: string,
+): Pick<ExecOptions, "onStdout" | "onStderr"> {
+  const emit = (chunk: string) => e.bus.emit({ type: "step-output", machineId, step, chunk });
+  return { onStdout: emit, onStderr: emit };
+}
+
+/** Sources and the artifacts of the given builders, where every command expects them. */
+export async function provision(
+  e: Engine,
+  session: StepSession,
+  arch: Arch,
+  builders: string[],
+): Promise<void> {
+  for (const [name, src] of e.sources) await session.copyIn(src.dir, GUEST.src, name, src.files);
+  for (const b of builders) await session.copyIn(join(e.outDir, "artifacts", arch, b), GUEST.artifacts, b);
+  await session.run(`mkdir -p ${GUEST.src} ${GUEST.artifacts} ${GUEST.out}`);
+}
+
+/** The plan's command, run by the guest's shell with kmatrix's environment, from /kmatrix. */
+export function guestCommand(
+  command: string,
+  arch: Arch,
+  env: Record<string, string> = {},
+  mkdirFirst?: string,
+): string {
+  const vars = { KMATRIX_SRC: GUEST.src, KMATRIX_ARTIFACTS: GUEST.artifacts, KMATRIX_ARCH: arch, ...env };
+  const exports = Object.entries(vars).map(([k, v]) => `${k}=${shellQuote(v)}`);
+  const prep = mkdirFirst ? `mkdir -p ${shellQuote(mkdirFirst)} && ` : "";
+  return `${prep}export ${exports.join(" ")} KMATRIX_KERNEL="$(uname -r)" && cd ${GUEST.root} && ${command}`;
+}
+
+/** The last part of a step's output, as records keep it. */
+export function outputTail(result: { stdout: string; stderr: string } | undefined): string | undefined {
+  return result ? (result.stdout + result.stderr).slice(-OUTPUT_TAIL) : undefined;
+}
+
+/** One line saying what the harness could not do. */
+export function harnessReason(err: unknown): string {
+  if (err instanceof BootError) return `boot failed (${err.kind}): ${err.message}`;
+  if (err instanceof GuestFault) return err.message;
+  return (err as Error)?.message?.split("\n")[0] ?? String(err);
+}

@@ -1,0 +1,105 @@
+import type { ArchiveSettings, Machine } from "../config/types.js";
+import { ContainerSession } from "../guest/container.js";
+import { launchMachine } from "../guest/launch.js";
+import type { StepEvidence } from "../guest/session.js";
+import type { ExecOptions, ExecResult } from "../guest/ssh.js";
+import { type MachineImage, prepareImage } from "../images/index.js";
+import { decideAccel } from "../vm/accel.js";
+
+/** Where a step's command runs: a booted machine, or a container of its image (builders only). */
+export interface StepSession {
+  /** Runs one plan step and gathers the evidence for its verdict; never throws. */
+  runStep(command: string, opts: ExecOptions): Promise<StepEvidence>;
+  /** A harness command (mkdir, find): throws when the machine is gone. */
+  run(command: string, opts?: ExecOptions): Promise<ExecResult>;
+  copyIn(localPath: string, remoteDir: string, name?: string, files?: string[]): Promise<void>;
+  copyOut(remotePath: string, localDir: string): Promise<void>;
+  /** Stops the machine and deletes its scratch files (overlay disk); the console log stays. */
+  stop(): Promise<void>;
+}
+
+/** A booted machine. */
+export interface BootedMachine extends StepSession {
+  readonly usableMs: number;
+  /** Kernel trouble (panic, oops, hang) printed outside any step since the last call. */
+  troubleBetweenSteps(): string[];
+}
+
+export interface BootRequest {
+  role: "builder" | "test";
+  /** This process's scratch directory and this VM's name in it. */
+  runDir: string;
+  workName?: string;
+  consoleLog: string;
+  /** Called once the accelerator is chosen, just before the VM starts. */
+  onBooting: (accel: string) => void;
+}
+
+/**
+ * Everything the engine needs from images and hypervisors, in one seam: the real one below, and a
+ * scripted fake in the unit tests of the verdict logic (test/unit/fake-machines.ts), which never
+ * produces a verdict a user sees.
+ */
+export interface MachineProvider {
+  image(machine: Machine, log: (line: string) => void): Promise<MachineImage>;
+  boot(
+    machine: Machine,
+    image: MachineImage,
+    req: BootRequest,
+  ): Promise<{ session: BootedMachine; accel: string }>;
+  /** A container of the machine's image, for builders that do not need its kernel. */
+  container(machine: Machine, image: MachineImage, workDir: string): Promise<StepSession>;
+  /** Whether KVM really runs this machine (builders then boot a VM: as fast as a container). */
+  hasKvm(machine: Machine, image: MachineImage): Promise<boolean>;
+}
+
+/** Images from the cache (built when missing), QEMU machines, containers of the root disk. */
+export function realMachines(archive: ArchiveSettings): MachineProvider {
+  return {
+    image: (machine, log) => prepareImage(machine, { archive, log }),
+    async boot(machine, image, req) {
+      const launched = await launchMachine(machine, {
+        archive,
+        image,
+        runDir: req.runDir,
+        workName: req.workName,
+        consoleLog: req.consoleLog,
+        onImage: (_image, accel) => req.onBooting(accel.accel),
+      });
+      return { session: launched.session, accel: launched.accel.accel };
+    },
+    async container(machine, image, workDir) {
+      const session = await ContainerSession.start({
+        disk: image.disk,
+        workDir,
+        internet: machine.vm.internet,
+      });
+      return withoutKernel(session);
+    },
+    async hasKvm(machine, image) {
+      const accel = await decideAccel(machine.vm.accel, machine.arch, {
+        kernel: image.vmlinuz,
+        bareInitrd: image.bareInitrd,
+      });
+      return accel.accel === "kvm";
+    },
+  };
+}
+
+/** A container has no kernel of its own: its steps' evidence is the command's result alone. */
+function withoutKernel(session: ContainerSession): StepSession {
+  const empty = { lines: [], cutLines: 0, oops: [], hung: [], oom: [], warnings: [], complete: true };
+  return {
+    async runStep(command, opts) {
+      try {
+        return { result: await session.run(command, opts), kernel: empty };
+      } catch (err) {
+        return { error: (err as Error)?.message?.split("\n")[0] ?? String(err), kernel: empty };
+      }
+    },
+    run: (command, opts) => session.run(command, opts),
+    copyIn: (...args) => session.copyIn(...args),
+    copyOut: (...args) => session.copyOut(...args),
+    stop: () => session.stop(),
+  };
+}

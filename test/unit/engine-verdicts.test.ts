@@ -1,0 +1,305 @@
+// Verdict and fresh-boot logic of the engine over FAKE machines (test/unit/fake-machines.ts).
+// The same paths with real kernels: test/integration/faults.test.ts.
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { keepOnResume } from "../../src/cli/run.js";
+import { parseMatrix } from "../../src/config/load.js";
+import { parsePlan } from "../../src/plan/load.js";
+import type { BuilderRecord, CellRecord, MachineSummary } from "../../src/results/types.js";
+import { runEngine } from "../../src/run/engine.js";
+import { EventBus, type RunEvent } from "../../src/run/events.js";
+import { type FakeScript, fakeMachines } from "./fake-machines.js";
+
+const MATRIX = `machines:\n  - { name: m, arch: x86_64, kernel: { source: debian, suite: bookworm } }\n`;
+
+async function run(planYaml: string, script: FakeScript, kept: CellRecord[] = []) {
+  const matrix = parseMatrix(MATRIX, "fake.yaml");
+  const plan = parsePlan(`name: p\n${planYaml}`, "p.yaml", "/");
+  const { provider, log } = fakeMachines(script);
+  const bus = new EventBus();
+  const events: RunEvent[] = [];
+  bus.subscribe((e) => events.push(e));
+  const dir = await mkdtemp(join(tmpdir(), "kmx-engine-"));
+  await runEngine({
+    matrix,
+    machines: matrix.machines,
+    plan,
+    sources: new Map(),
+    sourceSkips: new Map(),
+    outDir: dir,
+    runDir: dir,
+    jobs: 2,
+    bus,
+    signal: new AbortController().signal,
+    kept: new Map(kept.map((c) => [`${c.machineId}/${c.test}`, c])),
+    keptBuilders: new Map(),
+    builders: "vm",
+    provider,
+  });
+  const cells: Record<string, CellRecord> = {};
+  const cellEvents: string[] = [];
+  let machine: MachineSummary | undefined;
+  const builders: Record<string, BuilderRecord> = {};
+  for (const e of events) {
+    if (e.type === "cell") {
+      cells[e.record.test] = e.record;
+      cellEvents.push(e.record.test);
+    }
+    if (e.type === "machine-ended") machine = e.machine;
+    if (e.type === "builder-ended") builders[e.record.builder] = e.record;
+  }
+  return { cells, cellEvents, machine, builders, log, events };
+}
+
+const TESTS = `tests:
+  - { name: build, command: do-build }
+  - { name: load, command: do-load, needs: [build] }
+  - { name: after, command: do-after, needs: [build] }
+  - { name: other, command: do-other }
+`;
+
+describe("engine verdicts (fake machines)", () => {
+  it("an oops fails its test; the later tests run on a fresh boot, after re-running their prerequisites", async () => {
+    const r = await run(TESTS, {
+      steps: { "do-load": { kernel: { oops: ["BUG: kernel NULL pointer dereference, address: 0"] } } },
+    });
+    expect(r.cells.load).toMatchObject({
+      verdict: "fail",
+      reason: "kernel oops: BUG: kernel NULL pointer dereference, address: 0",
+      boot: 1,
+    });
+    expect(r.cells.after).toMatchObject({ verdict: "pass", boot: 2 });
+    expect(r.cells.other).toMatchObject({ verdict: "pass", boot: 2 });
+    expect(r.log.steps).toEqual([
+      "m@x86_64#1: do-build",
+      "m@x86_64#1: do-load",
+      "m@x86_64#2: do-build",
+      "m@x86_64#2: do-after",
+      "m@x86_64#2: do-other",
+    ]);
+    // The prerequisite's record is written once, by its first run.
+    expect(r.cellEvents).toEqual(["build", "load", "after", "other"]);
+    expect(r.machine).toMatchObject({
+      boots: 2,
+      replaced: [{ afterTest: "load", reason: "the kernel oopsed" }],
+    });
+    expect(r.events.some((e) => e.type === "step-started" && e.test === "build.rerun")).toBe(true);
+  });
+
+  it("a panic fails its test, and the next test passes on a fresh boot", async () => {
+    const r = await run(TESTS, {
+      steps: {
+        "do-load": {
+          fault: { kind: "panic", message: "kernel panic: Kernel panic - not syncing: x", consoleTail: "" },
+        },
+      },
+    });
+    expect(r.cells.load).toMatchObject({
+      verdict: "fail",
+      reason: "kernel panic: Kernel panic - not syncing: x",
+      console: "fake console",
+    });
+    expect(r.cells.after?.verdict).toBe("pass");
+  });
+
+  it("a hung kernel fails its test (keepalive lost, or a lockup report), with a fresh boot after", async () => {
+    const r = await run(TESTS, {
+      steps: {
+        "do-load": { result: { exitCode: undefined, channelLost: "keepalive" } },
+        "do-after": {
+          result: { exitCode: 0 },
+          kernel: { hung: ["watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [insmod:99]"] },
+        },
+      },
+    });
+    expect(r.cells.load).toMatchObject({
+      verdict: "fail",
+      reason: expect.stringMatching(/^kernel hung: the machine stopped answering/),
+    });
+    expect(r.cells.after).toMatchObject({
+      verdict: "fail",
+      reason: expect.stringContaining("soft lockup"),
+      boot: 2,
+    });
+    expect(r.cells.other).toMatchObject({ verdict: "pass", boot: 3 });
+  });
+
+  it("a lost channel is a harness error for that test only; a timeout fails it; both replace the machine", async () => {
+    const r = await run(TESTS, {
+      steps: {
+        "do-load": { result: { exitCode: undefined, channelLost: "closed" } },
+        "do-after": { result: { exitCode: undefined, timedOut: true } },
+      },
+    });
+    expect(r.cells.load).toMatchObject({
+      verdict: "error",
+      reason: expect.stringContaining("SSH channel broke"),
+    });
+    expect(r.cells.after).toMatchObject({ verdict: "fail", reason: "timed out after 900 s", boot: 2 });
+    expect(r.cells.other).toMatchObject({ verdict: "pass", boot: 3 });
+  });
+
+  it("an oops that reaches the console after its test ended is not blamed on the next test", async () => {
+    const r = await run(TESTS, {
+      steps: { "do-load": { troubleAfter: ["BUG: unable to handle page fault for address: ffff"] } },
+    });
+    expect(r.cells.load?.verdict).toBe("pass");
+    expect(r.cells.after).toMatchObject({ verdict: "pass", boot: 2 });
+    expect(r.machine?.replaced).toEqual([
+      {
+        afterTest: "load",
+        reason: "kernel trouble after load: BUG: unable to handle page fault for address: ffff",
+      },
+    ]);
+  });
+
+  it("a WARN keeps the pass and says 'kernel warning'; a background child is named, not waited for", async () => {
+    const warn = "WARNING: CPU: 0 PID: 12 at drivers/x.c:3 x_init+0x1/0x2";
+    const r = await run(TESTS, {
+      steps: {
+        "do-load": { kernel: { warnings: [warn], lines: [warn] } },
+        "do-after": { result: { exitCode: 0, leftover: ["123 sleep 1000"] } },
+      },
+    });
+    expect(r.cells.load).toMatchObject({
+      verdict: "pass",
+      reason: `kernel warning: ${warn}`,
+      kernelWarnings: [warn],
+      dmesg: [warn],
+    });
+    expect(r.cells.after).toMatchObject({ verdict: "pass", leftover: ["123 sleep 1000"], boot: 1 });
+    expect(r.machine?.boots).toBe(1);
+  });
+
+  it("a machine that cannot boot errs every cell, skips included; one that cannot boot again errs the rest", async () => {
+    const skipping = `${TESTS}  - { name: too_new, command: "true", minKernel: { x86_64: "99.0" } }\n`;
+    const never = await run(skipping, { steps: {}, failingBoots: [1] });
+    for (const c of Object.values(never.cells))
+      expect(c).toMatchObject({ verdict: "error", reason: "fake boot 1 failed" });
+    expect(Object.keys(never.cells)).toHaveLength(5);
+
+    const once = await run(skipping, {
+      steps: { "do-load": { kernel: { oops: ["Oops: 0002"] } } },
+      failingBoots: [2],
+    });
+    expect(once.cells.load?.verdict).toBe("fail");
+    expect(once.cells.after).toMatchObject({
+      verdict: "error",
+      reason: "could not boot a fresh machine: fake boot 2 failed",
+    });
+    expect(once.cells.other?.verdict).toBe("error");
+    expect(once.cells.too_new?.verdict).toBe("skip");
+  });
+
+  it("a prerequisite that fails when run again on the fresh machine blocks its dependant with that reason", async () => {
+    const r = await run(TESTS, {
+      steps: {
+        "do-build": (n) => (n === 1 ? {} : { result: { exitCode: 2 } }),
+        "do-load": { kernel: { oops: ["Oops: 0002"] } },
+      },
+    });
+    expect(r.cells.build?.verdict).toBe("pass");
+    expect(r.cells.after).toMatchObject({
+      verdict: "fail",
+      reason: "needs build, which did not pass when run again on a fresh machine: exit code 2",
+    });
+  });
+});
+
+describe("builder blame (fake machines)", () => {
+  const plan = (extra = "") => `builders:
+  - { name: b, machine: m, command: do-builder${extra} }
+tests:
+  - { name: uses_b, command: do-test, uses: [b] }
+`;
+
+  it.each([
+    [
+      "its own non-zero exit: the code's fault",
+      { result: { exitCode: 1 } },
+      "fail",
+      "builder b failed: exit code 1",
+    ],
+    [
+      "no exit status: the harness's",
+      { result: { exitCode: undefined } },
+      "error",
+      "builder b could not run: the command ended without an exit status (the SSH channel broke)",
+    ],
+    [
+      "its machine panicked: the harness's",
+      {
+        fault: {
+          kind: "panic" as const,
+          message: "kernel panic: Kernel panic - not syncing: Out of memory",
+          consoleTail: "",
+        },
+      },
+      "error",
+      "builder b could not run: the builder machine's kernel panicked: kernel panic: Kernel panic - not syncing: Out of memory",
+    ],
+    [
+      "the OOM killer ran: the harness's",
+      { result: { exitCode: 137 }, kernel: { oom: ["Out of memory: Killed process 99 (cc1)"] } },
+      "error",
+      "builder b could not run: the builder machine ran out of memory: Out of memory: Killed process 99 (cc1)",
+    ],
+    [
+      "its machine stopped answering: the harness's",
+      { result: { exitCode: undefined, channelLost: "keepalive" as const } },
+      "error",
+      "builder b could not run: the builder machine stopped answering",
+    ],
+    [
+      "a timeout: the harness's",
+      { result: { exitCode: undefined, timedOut: true } },
+      "error",
+      "builder b could not run: timed out after 1800 s",
+    ],
+  ])("%s", async (_, step, verdict, reason) => {
+    const r = await run(plan(), { steps: { "do-builder": step } });
+    expect(r.cells.uses_b).toMatchObject({ verdict, reason, builder: "b" });
+    expect(r.builders.b?.fault).toBe(verdict === "fail" ? "code" : "harness");
+  });
+
+  it("an exit code the plan declares as 'environment' is the harness's, with the builder's last line", async () => {
+    const r = await run(plan(", environmentExitCodes: [78]"), {
+      steps: { "do-builder": { result: { exitCode: 78, stderr: "libbpf 1.1 is older than 1.2\n" } } },
+    });
+    expect(r.cells.uses_b).toMatchObject({
+      verdict: "error",
+      reason:
+        "builder b could not run: the builder's environment is not usable (exit 78): libbpf 1.1 is older than 1.2",
+    });
+  });
+});
+
+describe("--resume keeps results, not harness errors", () => {
+  const cell = (over: Partial<CellRecord>): CellRecord => ({
+    machineId: "m@x86_64",
+    machine: "m",
+    arch: "x86_64",
+    test: "t",
+    verdict: "pass",
+    ...over,
+  });
+  const ok: BuilderRecord = { builder: "b", arch: "x86_64", machineId: "m@x86_64", ok: true, artifacts: [] };
+
+  it("keeps pass, skip and driver failures; re-runs errors and cells failed by a builder that runs again", () => {
+    expect(keepOnResume(cell({}), new Map())).toBe(true);
+    expect(keepOnResume(cell({ verdict: "skip" }), new Map())).toBe(true);
+    expect(keepOnResume(cell({ verdict: "fail" }), new Map())).toBe(true);
+    expect(keepOnResume(cell({ verdict: "error" }), new Map())).toBe(false);
+    expect(keepOnResume(cell({ verdict: "fail", builder: "b" }), new Map())).toBe(false);
+    expect(keepOnResume(cell({ verdict: "fail", builder: "b" }), new Map([["x86_64/b", ok]]))).toBe(true);
+  });
+
+  it("a resumed machine re-runs a kept prerequisite on its boot without rewriting its record", async () => {
+    const kept = [cell({ test: "build" }), cell({ test: "load" })];
+    const r = await run(TESTS, { steps: {} }, kept);
+    expect(r.cellEvents).toEqual(["after", "other"]);
+    expect(r.log.steps).toEqual(["m@x86_64#1: do-build", "m@x86_64#1: do-after", "m@x86_64#1: do-other"]);
+  });
+});
