@@ -26,6 +26,9 @@ class Activity {
         if (a && line) a.last = line.length > 120 ? `${line.slice(0, 119)}…` : line;
         break;
       }
+      case "step-ended":
+        this.running.delete(e.machineId);
+        break;
       case "builder-ended":
       case "cell":
         this.running.delete(e.record.machineId);
@@ -101,7 +104,11 @@ function describe(e: RunEvent): string | undefined {
     case "builder-ended":
       return `${e.record.machineId}: builder ${e.record.builder} ${e.record.ok ? "ok" : `FAILED: ${e.record.reason}`}`;
     case "step-started":
-      return `${e.machineId}: ${e.test} started`;
+      return e.test.endsWith(".rerun")
+        ? `${e.machineId}: ${e.test.slice(0, -".rerun".length)} started again (a prerequisite, on the fresh machine)`
+        : `${e.machineId}: ${e.test} started`;
+    case "machine-replaced":
+      return `${e.machineId}: in doubt after ${e.afterTest} (${e.reason}): the next tests run on a freshly booted machine`;
     case "cell": {
       const r = e.record;
       return `${r.machineId}: ${r.test} ${MARK[r.verdict]} ${r.verdict}${r.reason ? ` (${r.reason})` : ""}`;
@@ -167,6 +174,9 @@ export function liveProgress(stream: NodeJS.WriteStream): {
         case "step-started":
           status.set(e.machineId, `${e.test}…`);
           break;
+        case "machine-replaced":
+          above(describe(e) ?? "");
+          return;
         case "cell":
           marks.set(e.record.machineId, (marks.get(e.record.machineId) ?? "") + MARK[e.record.verdict]);
           above(describe(e) ?? "");
