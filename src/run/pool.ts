@@ -67,5 +67,7 @@ export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSigna
   );
   const errors = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   if (errors.length === 1) throw errors[0];
-  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} jobs failed`);
+  // The message carries every error's: the CLI prints only the message.
+  const said = errors.map((e) => (e instanceof Error ? e.message : String(e)));
+  if (errors.length > 1) throw new AggregateError(errors, `${errors.length} jobs failed: ${said.join("; ")}`);
 }

@@ -63,6 +63,7 @@ describe("runPool when jobs throw", () => {
     const err = await runPool(jobs, 1, new AbortController().signal).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AggregateError);
     expect((err as AggregateError).errors.map((e: Error) => e.message)).toEqual(["job 1", "job 3"]);
+    expect((err as Error).message).toBe("2 jobs failed: job 1; job 3");
   });
 
   it("fails, instead of hanging, a job whose dependency threw before settling it", async () => {
