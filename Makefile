@@ -3,8 +3,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
+# Every package of src/vm/host-tools.ts (the doctor's list; test/unit/host-tools.test.ts checks both).
+# Essential ones (coreutils, dash, gzip, hostname, util-linux, dpkg) are always there: `deps` only checks them.
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
-	mmdebstrap arch-test e2fsprogs busybox-static cpio kmod xz-utils zstd util-linux dpkg chromium fonts-noto-color-emoji
+	mmdebstrap arch-test e2fsprogs busybox-static cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
+	git mount iproute2 dash hostname chromium fonts-noto-color-emoji
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean
