@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # Every package of src/vm/host-tools.ts (the doctor's list; test/unit/host-tools.test.ts checks both).
 # Essential ones (coreutils, dash, gzip, hostname, util-linux, dpkg) are always there: `deps` only checks them.
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
-	mmdebstrap arch-test e2fsprogs busybox-static cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
+	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
 	git mount iproute2 dash hostname chromium fonts-noto-color-emoji
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
