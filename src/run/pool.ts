@@ -50,6 +50,7 @@ export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSigna
         state = await Promise.race([job.ready(), aborted, stalled]);
       } finally {
         unready--;
+        checkStall(); // a dependency that rejected can be the last thing that happens
       }
       if (signal.aborted) return;
       if (state === STALLED)

@@ -92,4 +92,17 @@ describe("runPool when jobs throw", () => {
       expect.stringMatching(/^machine m never started/),
     ]);
   });
+
+  it("fails a job whose dependency rejected, and the jobs waiting on nothing else", async () => {
+    const never = new Promise<void>(() => {});
+    const err = await runPool(
+      [
+        { name: "a", ready: () => Promise.reject(new Error("no dependency")), run: async () => {} },
+        { name: "b", ready: () => never, run: async () => {} },
+      ],
+      1,
+      new AbortController().signal,
+    ).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^2 jobs failed: no dependency; b never started/);
+  });
 });
