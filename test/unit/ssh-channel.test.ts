@@ -135,10 +135,14 @@ beforeAll(async () => {
   serverPort = await startServer();
 });
 
-afterAll(() => {
+afterAll(async () => {
   // Whatever a failed test left running: each command is its own process group.
   for (const child of children) if (child.pid) process.kill(-child.pid, "SIGKILL");
   server.close();
+  // The commands' pid files (this process's, see ssh.ts), which a lost connection cannot remove.
+  const ours = `kmatrix-cmd-${process.pid}-`;
+  for (const f of await readdir("/run").catch(() => []))
+    if (f.startsWith(ours)) await rm(join("/run", f), { force: true });
 });
 
 describe.runIf(canWriteRun)("GuestChannel commands end when their process ends", () => {
