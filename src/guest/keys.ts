@@ -27,7 +27,7 @@ export async function ensureKeyPair(cacheDir: string): Promise<KeyPair> {
   await mkdir(cacheDir, { recursive: true });
   const tmp = await mkdtemp(join(cacheDir, "keys.tmp-")); // mode 0700
   try {
-    const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment: "kmatrix" });
+    const pair = parseableKeyPair();
     await writeFile(join(tmp, PRIVATE), pair.private, { mode: 0o600 });
     await writeFile(join(tmp, `${PRIVATE}.pub`), `${pair.public}\n`, { mode: 0o644 });
     if (await renameUnlessPresent(tmp, dir)) return (await readPair(dir)) ?? fail(dir);
@@ -94,5 +94,16 @@ async function readPair(dir: string): Promise<KeyPair | undefined> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw err;
+  }
+}
+
+/**
+ * ssh2 generates an ed25519 key its own parser rejects about once in 256 tries (mscdex/ssh2#1390):
+ * cached, such a key would break every connection, so a pair is only kept once it parses.
+ */
+function parseableKeyPair(): { private: string; public: string } {
+  for (;;) {
+    const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment: "kmatrix" });
+    if (!(ssh2.utils.parseKey(pair.private) instanceof Error)) return pair;
   }
 }
