@@ -2,9 +2,9 @@
 
 export const CSS = `
 :root{color-scheme:light dark;--bg:#fff;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--head:#f6f8fa;
---pass:#dafbe1;--skip:#fff8c5;--fail:#ffebe9;--error:#ffe5c2;--missing:#eaeef2;--link:#0969da;--ring:#cf222e}
+--pass:#dafbe1;--skip:#fff8c5;--fail:#ffebe9;--error:#ffe5c2;--missing:#eaeef2;--link:#0969da;--ring:#cf222e;--warn:#9a6700}
 @media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#3d444d;
---head:#151b23;--pass:#12361f;--skip:#3b2e00;--fail:#4a1519;--error:#4a2a00;--missing:#262c36;--link:#4493f8;--ring:#f85149}}
+--head:#151b23;--pass:#12361f;--skip:#3b2e00;--fail:#4a1519;--error:#4a2a00;--missing:#262c36;--link:#4493f8;--ring:#f85149;--warn:#d29922}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 header,main{padding:0 max(1rem,env(safe-area-inset-left));max-width:90rem;margin:0 auto}
@@ -22,6 +22,7 @@ thead th{background:var(--head);font-weight:600;vertical-align:bottom}
 td[data-verdict=pass]{background:var(--pass)}td[data-verdict=skip]{background:var(--skip)}
 td[data-verdict=fail]{background:var(--fail)}td[data-verdict=error]{background:var(--error)}
 td[data-verdict=missing]{background:var(--missing)}
+.matrix td .flag{font-size:.7em;vertical-align:super;margin-left:.1em;color:var(--warn)}
 td[data-change=regressed]{outline:2px solid var(--ring);outline-offset:-3px}
 .filter{display:inline-flex;gap:.4rem;align-items:center;padding:.4rem 0;cursor:pointer}
 body:has(#only-problems:checked) tr.all-green{display:none}

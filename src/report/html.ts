@@ -2,7 +2,10 @@
  * A self-contained static site (report/html/): index.html (glossary + summary per architecture) and
  * one matrix page per architecture. No network, inline CSS/JS. Every matrix cell carries
  * data-machine / data-machine-id / data-test / data-verdict; each non-green cell links to a <dialog>
- * (id = the cell's Markdown anchor) holding its reason, output tail, dmesg and console excerpt.
+ * (id = the cell's Markdown anchor) holding its reason, output tail, dmesg and console excerpt. A pass
+ * with a kernel warning stays green, is flagged (⚑, data-kernel-warnings, "kernel warning" in its
+ * title and label) and links to a dialog too (its id follows the Markdown anchors: it has no section
+ * there). Every dialog also names the processes the test left behind and a boot other than the first.
  */
 import type { Arch } from "../config/types.js";
 import { type RunDiff, renderBaselineSection } from "./diff.js";
@@ -10,7 +13,7 @@ import { CSS, JS } from "./html-assets.js";
 import { archesOf, type Cell, type LoadedRun, rowsOf, sourceVersions, VERDICTS } from "./load.js";
 import type { Summary } from "./summary.js";
 import { escapeXml as esc, formatDuration } from "./text.js";
-import { anchorsOf, headingOf, LEGEND, MEANING, SYMBOL } from "./verdicts.js";
+import { dialogIdsOf, headingOf, isWarnedPass, LEGEND, MEANING, SYMBOL } from "./verdicts.js";
 
 export const htmlFile = (arch: Arch) => `${arch}.html`;
 
@@ -50,7 +53,13 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
   const r = c.record;
   const pre = (label: string, text: string | undefined, cls: string) =>
     text ? `<h3>${label}</h3><pre class="${cls}">${esc(text)}</pre>` : "";
+  const warned = isWarnedPass(c);
+  const warnings = r?.kernelWarnings?.length ? r.kernelWarnings : warned && c.reason ? [c.reason] : [];
+  const builder = r?.builder
+    ? (run.run.builders ?? []).find((b) => b.builder === r.builder && b.arch === c.arch)
+    : undefined;
   const facts = [
+    r?.builder && `verdict from builder <code>${esc(r.builder)}</code>`,
     r?.command && `command <code>${esc(r.command)}</code>`,
     r?.exitCode !== undefined && `exit code ${r.exitCode}`,
     r?.timedOut && "timed out",
@@ -65,12 +74,17 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
   ].filter(Boolean);
   const label =
     c.verdict === "skip" ? "Skipped condition" : c.verdict === "error" ? "Harness error" : "Reason";
+  const meaning = `${MEANING[c.verdict]}${c.verdict === "error" ? " (not a driver failure)" : ""}${warned ? ", but the kernel printed a warning during the test" : ""}`;
+  const boot =
+    r?.boot !== undefined && r.boot > 1
+      ? `<p class="boot">ran on boot ${r.boot} of the machine: an earlier test left it in doubt</p>\n`
+      : "";
   return `<dialog id="${esc(id)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}" aria-labelledby="${esc(id)}-h">
 <article>
 <div class="bar"><h2 id="${esc(id)}-h">${SYMBOL[c.verdict]} ${esc(headingOf(c))}</h2><form method="dialog"><button>Close</button></form></div>
-<p class="meaning">${esc(MEANING[c.verdict])}${c.verdict === "error" ? " (not a driver failure)" : ""}</p>
-${pre(label, c.reason, "reason")}${pre("Output (last lines)", r?.outputTail, "output")}${pre("Kernel warnings (dmesg)", r?.dmesg?.join("\n"), "dmesg")}${pre("Console excerpt", r?.console, "console")}
-${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${links.length ? `<p>${links.join(" · ")}</p>` : ""}
+<p class="meaning">${esc(meaning)}</p>
+${c.verdict === "pass" ? "" : pre(label, c.reason, "reason")}${pre(warnings.length > 1 ? "Kernel warnings" : "Kernel warning", warnings.join("\n"), "warning")}${pre("Output (last lines)", r?.outputTail, "output")}${pre("Kernel log during the test (dmesg, warn and worse)", r?.dmesg?.join("\n"), "dmesg")}${pre("Console excerpt", r?.console, "console")}${pre(`Builder ${esc(builder?.builder ?? "")}: console excerpt`, builder?.console, "builder-console")}${pre("Processes left behind (killed)", r?.leftover?.join("\n"), "leftover")}
+${boot}${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${links.length ? `<p>${links.join(" · ")}</p>` : ""}
 </article>
 </dialog>`;
 }
@@ -78,22 +92,31 @@ ${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${links.lengt
 export function renderArchPage(run: LoadedRun, arch: Arch, diff?: RunDiff): string {
   const rows = rowsOf(run, arch);
   const cells = rows.flatMap((r) => r.cells);
-  const anchors = anchorsOf(cells);
+  const anchors = dialogIdsOf(cells);
   const change = new Map(
     (diff?.changes ?? []).map((c) => [`${c.machineId}\u0000${c.test}`, c.kind] as const),
   );
   const td = (c: Cell) => {
     const kind = change.get(`${c.machineId}\u0000${c.test}`);
-    const attrs = `data-machine="${esc(c.machine)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}"${kind ? ` data-change="${kind}"` : ""}`;
+    const warned = isWarnedPass(c);
+    const nWarnings = c.record?.kernelWarnings?.length || 1;
+    const attrs = `data-machine="${esc(c.machine)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}"${warned ? ` data-kernel-warnings="${nWarnings}"` : ""}${kind ? ` data-change="${kind}"` : ""}`;
     const id = anchors.get(c);
-    const title = esc(`${c.test}: ${c.reason ?? c.verdict}`);
-    const inner = id
-      ? `<a href="#${esc(id)}" data-open="${esc(id)}" title="${title}">${SYMBOL[c.verdict]}</a>`
-      : `<span title="${esc(c.test)}: passed">${SYMBOL.pass}</span>`;
+    const link = (attrs: string, inner: string) =>
+      `<a href="#${esc(id ?? "")}" data-open="${esc(id ?? "")}" ${attrs}>${inner}</a>`;
+    const inner = !id
+      ? `<span title="${esc(c.test)}: passed">${SYMBOL.pass}</span>`
+      : warned
+        ? link(
+            `title="${esc(`${c.test}: passed, ${c.reason ?? "kernel warning"}`)}" aria-label="${esc(c.test)}: passed, kernel warning"`,
+            `${SYMBOL.pass}<span class="flag" aria-hidden="true">⚑</span>`,
+          )
+        : link(`title="${esc(`${c.test}: ${c.reason ?? c.verdict}`)}"`, SYMBOL[c.verdict]);
     return `<td ${attrs}>${inner}</td>`;
   };
   const tr = ({ machine: m, cells: cs }: (typeof rows)[number]) => {
-    const green = cs.every((c) => c.verdict === "pass");
+    // A kernel warning is something to look at: its row stays visible under "only problems".
+    const green = cs.every((c) => c.verdict === "pass" && !isWarnedPass(c));
     const sub = m.kernelRelease ? `<br><small>${esc(m.kernelRelease)}</small>` : "";
     return `<tr data-machine="${esc(m.machine)}" data-machine-id="${esc(m.machineId)}"${green ? ' class="all-green"' : ""}><th scope="row">${esc(m.machine)}${sub}</th>${cs.map(td).join("")}</tr>`;
   };
@@ -132,13 +155,25 @@ export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff
           `<tr data-machine-id="${esc(m.machineId)}"><th scope="row">${esc(m.machine)}</th><td>${esc(m.kernelRelease ?? "")}</td><td>${esc(m.accel ?? "")}</td><td>${m.bootMs !== undefined ? formatDuration(m.bootMs) : ""}</td><td>${esc(m.error ?? "")}</td></tr>`,
       )
       .join("\n");
+    // One line per fresh boot: which test left the machine in doubt, and how.
+    const boots = a.machines
+      .flatMap((m) =>
+        (m.replaced ?? []).map(
+          (r, i) =>
+            `<li data-machine-id="${esc(m.machineId)}" data-after-test="${esc(r.afterTest)}">${esc(m.machine)}: boot ${i + 2} after <code>${esc(r.afterTest)}</code> (${esc(r.reason)})</li>`,
+        ),
+      )
+      .join("\n");
+    const replaced = boots
+      ? `\n<h3>Fresh boots</h3><p class="muted">A test left these machines in doubt; their later tests ran on a freshly booted machine.</p>\n<ul class="replaced">\n${boots}\n</ul>`
+      : "";
     return `<section data-arch="${arch}"><h2><a href="${htmlFile(arch)}">${arch}</a></h2>
 <p class="counts">${counts(a.counts)}</p>
 <p class="muted">run time ${formatDuration(a.wallMs)} · kmatrix ${esc(summary.kmatrixVersion)}</p>
 <div class="scroll"><table><thead><tr><th>Kernel</th><th>Release</th><th>Accel</th><th>Boot</th><th>Machine error</th></tr></thead>
 <tbody>
 ${machines}
-</tbody></table></div></section>`;
+</tbody></table></div>${replaced}</section>`;
   });
   const body = `<p class="muted">${about}</p>
 ${diff ? renderBaselineSection(diff, "html") : ""}

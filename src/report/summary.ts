@@ -12,13 +12,22 @@ import {
   VERDICTS,
 } from "./load.js";
 
-export type SummaryCell = CellSummary;
+/** A cell as summary.json lists it: its verdict and reason, and the WARN() lines of a warned test. */
+export type SummaryCell = CellSummary & { kernelWarnings?: string[] };
 
 export interface ArchSummary {
   counts: Record<CellVerdict, number>;
   machines: Pick<
     MachineSummary,
-    "machineId" | "machine" | "kernelRelease" | "kernelVersion" | "accel" | "bootMs" | "error"
+    | "machineId"
+    | "machine"
+    | "kernelRelease"
+    | "kernelVersion"
+    | "accel"
+    | "bootMs"
+    | "error"
+    | "boots"
+    | "replaced"
   >[];
   /** From the first test's start to the last test's end on this architecture, when cells say. */
   wallMs?: number;
@@ -73,6 +82,8 @@ export function buildSummary(run: LoadedRun, baseline?: Summary["baseline"]): Su
         ...(m.accel !== undefined && { accel: m.accel }),
         ...(m.bootMs !== undefined && { bootMs: m.bootMs }),
         ...(m.error !== undefined && { error: m.error }),
+        ...(m.boots !== undefined && { boots: m.boots }),
+        ...(m.replaced?.length && { replaced: m.replaced }),
       })),
       ...(ms !== undefined && { wallMs: ms }),
     };
@@ -95,6 +106,7 @@ export function buildSummary(run: LoadedRun, baseline?: Summary["baseline"]): Su
       test: c.test,
       verdict: c.verdict,
       ...(c.reason !== undefined && { reason: c.reason }),
+      ...(c.record?.kernelWarnings?.length && { kernelWarnings: c.record.kernelWarnings }),
     })),
     ...(baseline && { baseline }),
   };

@@ -34,12 +34,35 @@ export function rcOf(c: Cell): number {
 }
 
 /**
+ * A pass during which the kernel WARN()ed (its reason says "kernel warning: …"). Still a pass: 🟢 and
+ * no section in Falco's Markdown, rc 0, no JUnit failure; the HTML, JUnit output and JSON show it.
+ */
+export const KERNEL_WARNING_PREFIX = "kernel warning:";
+export const isWarnedPass = (c: Pick<Cell, "verdict" | "reason" | "record">): boolean =>
+  c.verdict === "pass" &&
+  ((c.record?.kernelWarnings?.length ?? 0) > 0 || (c.reason?.startsWith(KERNEL_WARNING_PREFIX) ?? false));
+
+/**
  * Anchor of every non-pass cell, given the cells in section order. The baseline heading is always
  * reserved first so that anchors do not move when a report is rendered with or without a baseline.
  */
 export function anchorsOf(cells: Cell[]): Map<Cell, string> {
+  return idsOf(cells, false);
+}
+
+/**
+ * The HTML dialogs' ids: every Markdown anchor as anchorsOf gives it, then the passes with a kernel
+ * warning (which have no Markdown section), numbered after them so that no Markdown anchor moves.
+ */
+export function dialogIdsOf(cells: Cell[]): Map<Cell, string> {
+  return idsOf(cells, true);
+}
+
+function idsOf(cells: Cell[], warnedPasses: boolean): Map<Cell, string> {
   const slug = slugger();
   slug(BASELINE_HEADING);
-  return new Map(cells.filter((c) => c.verdict !== "pass").map((c) => [c, slug(headingOf(c))]));
+  const ids = new Map(cells.filter((c) => c.verdict !== "pass").map((c) => [c, slug(headingOf(c))]));
+  if (warnedPasses) for (const c of cells.filter(isWarnedPass)) ids.set(c, slug(headingOf(c)));
+  return ids;
 }
 export const BASELINE_HEADING = "Changes since baseline";
