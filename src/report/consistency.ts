@@ -2,6 +2,9 @@
  * checkReportsAgree(runDir): re-reads the rendered reports of a run (markdown, JUnit, summary, the
  * scap-open layout, the HTML pages) and checks that each says, for every cell, what the results say.
  * It parses the files as a consumer would, not through the renderers, so it catches renderer bugs.
+ * A pass with a kernel warning must read as a pass everywhere (🟢 without a link or section in the
+ * Markdown, no JUnit failure) and carry its warnings where kmatrix shows them (summary.json, the JUnit
+ * system-out, a flagged HTML cell with a dialog); machines' boots and fresh boots as run.json says.
  * Returns the disagreements, one line each; an empty list means the reports agree.
  */
 import { readdir, readFile } from "node:fs/promises";
@@ -12,7 +15,7 @@ import { MARKDOWN_FILE } from "./markdown.js";
 import { scapOpenPath } from "./scap-open-layout.js";
 import type { Summary } from "./summary.js";
 import { slugger } from "./text.js";
-import { BASELINE_HEADING, headingOf, SYMBOL } from "./verdicts.js";
+import { BASELINE_HEADING, headingOf, isWarnedPass, SYMBOL } from "./verdicts.js";
 
 const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'", "#10": "\n" };
 const unescapeXml = (s: string) =>
@@ -20,6 +23,9 @@ const unescapeXml = (s: string) =>
 const attrsOf = (s: string) =>
   Object.fromEntries([...s.matchAll(/([\w-]+)="([^"]*)"/g)].map((m) => [m[1], unescapeXml(m[2] ?? "")]));
 const key = (machineId: string, test: string) => `${machineId} ${test}`;
+const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+/** The WARN() lines a cell carries (none for a cell without them). */
+const warningsOf = (c: Cell) => c.record?.kernelWarnings ?? [];
 
 async function read(file: string, problems: string[]): Promise<string | undefined> {
   try {
@@ -48,6 +54,14 @@ function checkSummary(run: LoadedRun, text: string, problems: string[]) {
     const sc = s.cells.find((x) => x.machineId === c.machineId && x.test === c.test);
     if (sc && sc.reason !== c.reason)
       problems.push(`summary.json: ${key(c.machineId, c.test)} has another reason`);
+    if (sc && !same(sc.kernelWarnings ?? [], warningsOf(c)))
+      problems.push(`summary.json: ${key(c.machineId, c.test)} has other kernel warnings`);
+  }
+  for (const m of run.machines) {
+    const sm = s.arches[m.arch]?.machines.find((x) => x.machineId === m.machineId);
+    if (!sm) problems.push(`summary.json: machine ${m.machineId} is absent`);
+    else if (sm.boots !== m.boots || !same(sm.replaced ?? [], m.replaced ?? []))
+      problems.push(`summary.json: machine ${m.machineId} has other boots than run.json`);
   }
   for (const arch of archesOf(run)) {
     for (const [v, n] of Object.entries(s.arches[arch]?.counts ?? {})) {
@@ -72,6 +86,12 @@ function checkJunit(run: LoadedRun, xml: string, problems: string[]) {
           ? "fail"
           : byType[type];
     said.set(key(a.classname ?? "", a.name ?? ""), v ?? (`unknown error type ${type}` as CellVerdict));
+    const c = run.cells.find((x) => x.machineId === a.classname && x.test === a.name);
+    if (c && isWarnedPass(c)) {
+      const out = unescapeXml(/<system-out>([\s\S]*?)<\/system-out>/.exec(m[2] ?? "")?.[1] ?? "");
+      if (!warningsOf(c).every((w) => out.includes(w)) || !out.includes("kernel"))
+        problems.push(`junit.xml: ${key(c.machineId, c.test)}: its system-out lacks the kernel warnings`);
+    }
   }
   compare("junit.xml", run, said, problems);
   const root = attrsOf(/<testsuites\b([^>]*)>/.exec(xml)?.[1] ?? "");
@@ -149,6 +169,11 @@ function checkMarkdown(
     });
   }
   compare(name, { ...run, cells: run.cells.filter((c) => c.arch === arch) }, said, problems);
+  // Falco's format: a section for each non-green cell and for nothing else (not a warned pass).
+  const cellSections = headings.filter((h) => h.text !== BASELINE_HEADING).length;
+  const nonGreen = run.cells.filter((c) => c.arch === arch && c.verdict !== "pass").length;
+  if (cellSections !== nonGreen)
+    problems.push(`${name}: ${cellSections} cell sections for ${nonGreen} non-green cells`);
 }
 
 async function checkScapOpen(run: LoadedRun, reportDir: string, problems: string[]) {
@@ -192,10 +217,37 @@ function checkHtml(run: LoadedRun, arch: Cell["arch"], html: string, problems: s
     said.set(id, a["data-verdict"] as CellVerdict);
     const open = attrsOf(m[2] ?? "")["data-open"];
     const d = open ? dialogs.get(open) : undefined;
-    if (a["data-verdict"] !== "pass" && (!d || key(d["data-machine-id"] ?? "", d["data-test"] ?? "") !== id))
+    const c = run.cells.find((x) => key(x.machineId, x.test) === id);
+    const warned = c !== undefined && isWarnedPass(c);
+    if (
+      (a["data-verdict"] !== "pass" || warned) &&
+      (!d || key(d["data-machine-id"] ?? "", d["data-test"] ?? "") !== id)
+    )
       problems.push(`${name}: ${id}: no dialog for this cell`);
+    const flagged = a["data-kernel-warnings"] !== undefined;
+    const inner = attrsOf(m[2] ?? "");
+    const says = /kernel warning/.test(`${inner.title ?? ""} ${inner["aria-label"] ?? ""}`);
+    if (warned !== flagged || (warned && !says))
+      problems.push(
+        `${name}: ${id}: ${warned ? "a pass with a kernel warning is not flagged as one" : "flagged with a kernel warning it does not have"}`,
+      );
   }
   compare(name, { ...run, cells: run.cells.filter((c) => c.arch === arch) }, said, problems);
+}
+
+/** index.html lists every fresh boot of every machine (one line each), and no other. */
+function checkIndex(run: LoadedRun, html: string, problems: string[]) {
+  const listed = [...html.matchAll(/<li\b([^>]*)>/g)]
+    .map((m) => attrsOf(m[1] ?? ""))
+    .filter((a) => a["data-after-test"] !== undefined)
+    .map((a) => `${a["data-machine-id"]} after ${a["data-after-test"]}`);
+  const expected = run.machines.flatMap((m) =>
+    (m.replaced ?? []).map((r) => `${m.machineId} after ${r.afterTest}`),
+  );
+  if (!same(listed.sort(), expected.sort()))
+    problems.push(
+      `html/index.html: lists fresh boots [${listed.join(", ")}], expected [${expected.join(", ")}]`,
+    );
 }
 
 export async function checkReportsAgree(runDir: string): Promise<string[]> {
@@ -212,6 +264,8 @@ export async function checkReportsAgree(runDir: string): Promise<string[]> {
     const html = await read(path.join(dir, "html", `${arch}.html`), problems);
     if (html) checkHtml(run, arch, html, problems);
   }
+  const index = await read(path.join(dir, "html", "index.html"), problems);
+  if (index) checkIndex(run, index, problems);
   await checkScapOpen(run, dir, problems);
   return problems;
 }

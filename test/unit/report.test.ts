@@ -266,6 +266,60 @@ describe("checkReportsAgree", () => {
     expect(problems).toEqual([`${rel}: reads as pass (rc 0) to the original's tools, expected bad`]);
   });
 
+  it("catches a Markdown section or link for a pass with a kernel warning (Falco's format has none)", async () => {
+    const section = "\n# debian-bookworm-6.1 modern-bpf_scap-open\n\nMsg:\n```\nkernel warning\n```\n";
+    const nonGreen = (await loadRun(await freshRun())).cells.filter(
+      (c) => c.arch === "x86_64" && c.verdict !== "pass",
+    ).length;
+    const count = `matrix_X64.md: ${nonGreen + 1} cell sections for ${nonGreen} non-green cells`;
+    const linked = await tampered("matrix_X64.md", (s) =>
+      s
+        .replace(
+          /^(\| debian-bookworm-6\.1 \|.*) 🟢 \|$/m,
+          "$1 [🟢](#debian-bookworm-61-modern-bpf_scap-open) |",
+        )
+        .concat(section),
+    );
+    expect(linked).toEqual([
+      "matrix_X64.md: debian-bookworm-6.1@x86_64 modern-bpf_scap-open: pass cell has a link",
+      count,
+    ]);
+    expect(await tampered("matrix_X64.md", (s) => s.concat(section))).toEqual([count]);
+  });
+
+  it("catches a pass with a kernel warning that the HTML does not flag or open", async () => {
+    const unflagged = await tampered("html/x86_64.html", (s) => s.replace(' data-kernel-warnings="1"', ""));
+    expect(unflagged).toEqual([
+      "html/x86_64.html: debian-bookworm-6.1@x86_64 modern-bpf_scap-open: a pass with a kernel warning is not flagged as one",
+    ]);
+    const noDialog = await tampered("html/x86_64.html", (s) =>
+      s.replace(/<dialog id="debian-bookworm-61-modern-bpf_scap-open"[\s\S]*?<\/dialog>\n?/, ""),
+    );
+    expect(noDialog).toEqual([
+      "html/x86_64.html: debian-bookworm-6.1@x86_64 modern-bpf_scap-open: no dialog for this cell",
+    ]);
+  });
+
+  it("catches kernel warnings missing from JUnit and summary.json, and boots that disagree", async () => {
+    const junit = await tampered("junit.xml", (s) =>
+      s.replace(/<system-out>[\s\S]*?<\/system-out>/, "<system-out/>"),
+    );
+    expect(junit).toEqual([
+      "junit.xml: debian-bookworm-6.1@x86_64 modern-bpf_scap-open: its system-out lacks the kernel warnings",
+    ]);
+    const summary = await tampered("summary.json", (s) =>
+      s.replace(/,\n\s*"kernelWarnings": \[[\s\S]*?\n\s*\]/, "").replace('"boots": 2', '"boots": 1'),
+    );
+    expect(summary).toEqual([
+      "summary.json: debian-bookworm-6.1@x86_64 modern-bpf_scap-open has other kernel warnings",
+      "summary.json: machine debian-bookworm-6.1@x86_64 has other boots than run.json",
+    ]);
+    const index = await tampered("html/index.html", (s) => s.replace(/<li data-machine-id=[^\n]*\n/, ""));
+    expect(index).toEqual([
+      "html/index.html: lists fresh boots [], expected [debian-bookworm-6.1@x86_64 after bpf-probe_scap-open]",
+    ]);
+  });
+
   it("catches an HTML cell that says something else", async () => {
     const problems = await tampered("html/aarch64.html", (s) =>
       s.replace('data-verdict="missing"', 'data-verdict="pass"'),
@@ -297,6 +351,80 @@ describe("renderReport", () => {
     expect(rels.every((f) => !f.startsWith("aarch64"))).toBe(true);
     expect(Object.keys(summary.arches)).toEqual(["x86_64"]);
     expect(await checkReportsAgree(dir)).toEqual([]);
+  });
+});
+
+describe("a pass with a kernel warning, leftovers and fresh boots", () => {
+  const WARNED = "debian-bookworm-6.1@x86_64/modern-bpf_scap-open";
+  let report: string;
+  const read = (rel: string) => readFile(path.join(report, rel), "utf8");
+  beforeAll(async () => {
+    const dir = await freshRun();
+    await renderReport(dir);
+    report = path.join(dir, "report");
+  });
+
+  it("stays a plain 🟢 in Falco's Markdown: no link, no section, no reason", async () => {
+    const md = await read("matrix_X64.md");
+    const row = md.split("\n").find((l) => l.startsWith("| debian-bookworm-6.1 |"));
+    expect(row?.split(" | ").at(-1)).toBe("🟢 |");
+    expect(md).not.toContain("# debian-bookworm-6.1 modern-bpf_scap-open");
+    expect(md).not.toMatch(/kernel warning|WARNING|boot 2|sleep 1000/);
+  });
+
+  it("flags the HTML cell, opens a dialog with the warning, the dmesg window and the boot", async () => {
+    const html = await read("html/x86_64.html");
+    const td = /<td [^>]*data-test="modern-bpf_scap-open"[^>]*data-kernel-warnings="1">(.*?)<\/td>/.exec(
+      html,
+    );
+    expect(td?.[1]).toContain('aria-label="modern-bpf_scap-open: passed, kernel warning"');
+    expect(td?.[1]).toContain("⚑");
+    const dialog = /<dialog id="debian-bookworm-61-modern-bpf_scap-open"[\s\S]*?<\/dialog>/.exec(html)?.[0];
+    expect(dialog).toContain('<h3>Kernel warning</h3><pre class="warning">[  142.318201] WARNING: CPU: 1');
+    expect(dialog).toContain("Modules linked in: &lt;scap&gt; &amp; friends");
+    expect(dialog).toContain("ran on boot 2 of the machine: an earlier test left it in doubt");
+    expect(dialog).not.toContain('class="reason"');
+    // The failed cell's dialog names the processes its test left behind; boot 1 is not worth a line.
+    const failed = /<dialog id="debian-bullseye-510-kmod_scap-open"[\s\S]*?<\/dialog>/.exec(html)?.[0];
+    expect(failed).toContain(
+      '<h3>Processes left behind (killed)</h3><pre class="leftover">4121 sleep 1000\n',
+    );
+    expect(failed).not.toContain("ran on boot");
+  });
+
+  it("keeps every Markdown anchor as the HTML dialog of the same cell", async () => {
+    const md = await read("matrix_X64.md");
+    const html = await read("html/x86_64.html");
+    const anchors = [...md.matchAll(/\]\(#([^)]+)\)/g)].map((m) => m[1]);
+    const dialogs = [...html.matchAll(/<dialog id="([^"]+)"/g)].map((m) => m[1]);
+    expect(dialogs).toEqual([...anchors, "debian-bookworm-61-modern-bpf_scap-open"]);
+  });
+
+  it("is a JUnit pass whose system-out has the warning; summary.json carries warnings and boots", async () => {
+    const xml = await read("junit.xml");
+    const tc =
+      /<testcase name="modern-bpf_scap-open" classname="debian-bookworm-6.1@x86_64"[\s\S]*?<\/testcase>/.exec(
+        xml,
+      )?.[0];
+    expect(tc).not.toMatch(/<failure|<error|<skipped/);
+    expect(tc).toContain("<system-out>passed, but the kernel printed a warning during the test\n");
+    expect(tc).toContain("--- kernel warnings ---\n[  142.318201] WARNING: CPU: 1 PID: 2231");
+    const s = JSON.parse(await read("summary.json"));
+    const cell = s.cells.find(
+      (c: { machineId: string; test: string }) => `${c.machineId}/${c.test}` === WARNED,
+    );
+    expect(cell).toMatchObject({ verdict: "pass", reason: expect.stringMatching(/^kernel warning: /) });
+    expect(cell.kernelWarnings).toHaveLength(1);
+    expect(s.arches.x86_64.machines[0]).toMatchObject({
+      boots: 2,
+      replaced: [{ afterTest: "bpf-probe_scap-open", reason: "the kernel panicked" }],
+    });
+  });
+
+  it("lists each fresh boot on the summary page", async () => {
+    expect(await read("html/index.html")).toContain(
+      "debian-bookworm-6.1: boot 2 after <code>bpf-probe_scap-open</code> (the kernel panicked)</li>",
+    );
   });
 });
 
