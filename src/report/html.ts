@@ -5,7 +5,8 @@
  * (id = the cell's Markdown anchor) holding its reason, output tail, dmesg and console excerpt. A pass
  * with a kernel warning stays green, is flagged (⚑, data-kernel-warnings, "kernel warning" in its
  * title and label) and links to a dialog too (its id follows the Markdown anchors: it has no section
- * there). Every dialog also names the processes the test left behind and a boot other than the first.
+ * there). Every dialog also names the processes the test left behind and a boot other than the first,
+ * and for a verdict that comes from a builder, that builder's output and console excerpt.
  */
 import type { Arch } from "../config/types.js";
 import { type RunDiff, renderBaselineSection } from "./diff.js";
@@ -59,7 +60,8 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
     ? (run.run.builders ?? []).find((b) => b.builder === r.builder && b.arch === c.arch)
     : undefined;
   const facts = [
-    r?.builder && `verdict from builder <code>${esc(r.builder)}</code>`,
+    r?.builder &&
+      `verdict from builder <code>${esc(r.builder)}</code>${builder?.ranOn ? ` (ran on ${esc(builder.ranOn)})` : ""}`,
     r?.command && `command <code>${esc(r.command)}</code>`,
     r?.exitCode !== undefined && `exit code ${r.exitCode}`,
     r?.timedOut && "timed out",
@@ -83,7 +85,7 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
 <article>
 <div class="bar"><h2 id="${esc(id)}-h">${SYMBOL[c.verdict]} ${esc(headingOf(c))}</h2><form method="dialog"><button>Close</button></form></div>
 <p class="meaning">${esc(meaning)}</p>
-${c.verdict === "pass" ? "" : pre(label, c.reason, "reason")}${pre(warnings.length > 1 ? "Kernel warnings" : "Kernel warning", warnings.join("\n"), "warning")}${pre("Output (last lines)", r?.outputTail, "output")}${pre("Kernel log during the test (dmesg, warn and worse)", r?.dmesg?.join("\n"), "dmesg")}${pre("Console excerpt", r?.console, "console")}${pre(`Builder ${esc(builder?.builder ?? "")}: console excerpt`, builder?.console, "builder-console")}${pre("Processes left behind (killed)", r?.leftover?.join("\n"), "leftover")}
+${c.verdict === "pass" ? "" : pre(label, c.reason, "reason")}${pre(warnings.length > 1 ? "Kernel warnings" : "Kernel warning", warnings.join("\n"), "warning")}${pre("Output (last lines)", r?.outputTail, "output")}${pre("Kernel log during the test (dmesg, warn and worse)", r?.dmesg?.join("\n"), "dmesg")}${pre("Console excerpt", r?.console, "console")}${pre(`Builder ${esc(builder?.builder ?? "")}: output (last lines)`, builder?.outputTail, "builder-output")}${pre(`Builder ${esc(builder?.builder ?? "")}: console excerpt`, builder?.console, "builder-console")}${pre("Processes left behind (killed)", r?.leftover?.join("\n"), "leftover")}
 ${boot}${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${links.length ? `<p>${links.join(" · ")}</p>` : ""}
 </article>
 </dialog>`;

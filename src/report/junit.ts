@@ -21,7 +21,8 @@ const attrs = (o: Record<string, string | number | undefined>) =>
 
 /**
  * The output shown with a failure or error (and a pass with a kernel warning): output tail, the WARN()
- * lines, the kernel's messages of the test, console excerpts, processes left behind, a later boot.
+ * lines, the kernel's messages of the test, console excerpts, the builder's output and console when
+ * the verdict comes from a builder, processes left behind, a later boot.
  */
 function details(c: Cell, run: LoadedRun): string {
   const r = c.record;
@@ -36,6 +37,7 @@ function details(c: Cell, run: LoadedRun): string {
   const builder = r?.builder
     ? (run.run.builders ?? []).find((b) => b.builder === r.builder && b.arch === c.arch)
     : undefined;
+  section(`builder ${r?.builder} output`, builder?.outputTail);
   section(`builder ${r?.builder} console`, builder?.console);
   section("processes left behind (killed)", r?.leftover);
   if (r?.boot !== undefined && r.boot > 1)

@@ -182,7 +182,7 @@ describe("diffRuns", () => {
     const counts = async (p: string) => diffRuns(await loadBaseline(p), now).counts;
     const fromRun = await counts(base);
     expect(fromRun).toEqual({
-      regressed: 6,
+      regressed: 7,
       fixed: 1,
       "skip-reason": 1,
       changed: 1,
@@ -421,6 +421,21 @@ describe("a pass with a kernel warning, leftovers and fresh boots", () => {
     });
   });
 
+  it("shows, for a verdict that comes from a builder, the builder's output and console", async () => {
+    const html = await read("html/aarch64.html");
+    const dialog = /<dialog id="debian-bookworm-61-modern-bpf_scap-open"[\s\S]*?<\/dialog>/.exec(html)?.[0];
+    expect(dialog).toContain(
+      "verdict from builder <code>skeleton</code> (ran on debian-bookworm-6.1@x86_64)",
+    );
+    expect(dialog).toContain('<pre class="builder-output">  CLANG-BPF  syscall_enter.bpf.o');
+    expect(dialog).toMatch(/<pre class="builder-console">[^<]*Kernel panic - not syncing/);
+    expect(await read("junit.xml")).toContain(
+      "--- builder skeleton console ---\n[  512.000001] Out of memory",
+    );
+    // Falco's Markdown keeps its own sections: the reason names the builder.
+    expect(await read("matrix_ARM64.md")).not.toContain("Out of memory: Killed process");
+  });
+
   it("lists each fresh boot on the summary page", async () => {
     expect(await read("html/index.html")).toContain(
       "debian-bookworm-6.1: boot 2 after <code>bpf-probe_scap-open</code> (the kernel panicked)</li>",
@@ -438,7 +453,7 @@ describe("JUnit", () => {
     expect(xml).not.toMatch(/&(?!(amp|lt|gt|quot|#39|#10);)/);
     expect(xml).toContain('<error message="no result recorded (the run was interrupted)" type="missing"/>');
     expect(xml).toMatch(
-      /<testsuites name="kmatrix [^"]+" tests="36" failures="3" errors="10" skipped="4" time="/,
+      /<testsuites name="kmatrix [^"]+" tests="36" failures="3" errors="11" skipped="4" time="/,
     );
   });
 });
