@@ -18,6 +18,10 @@ import { dialogIdsOf, headingOf, isWarnedPass, LEGEND, MEANING, SYMBOL } from ".
 
 export const htmlFile = (arch: Arch) => `${arch}.html`;
 
+// HTML only: Falco's Markdown shows a pass with a kernel warning as any other pass.
+const WARNED_MEANING = "passed, but the kernel printed a warning during the test";
+const WARNED_LEGEND = "⚑ passed with a kernel warning";
+
 /** A run-directory file as a link from report/html/ (percent-encoded: machine ids hold `@`). */
 const runLink = (rel: string) => `../../${rel.split(/[\\/]/).map(encodeURIComponent).join("/")}`;
 
@@ -76,7 +80,9 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
   ].filter(Boolean);
   const label =
     c.verdict === "skip" ? "Skipped condition" : c.verdict === "error" ? "Harness error" : "Reason";
-  const meaning = `${MEANING[c.verdict]}${c.verdict === "error" ? " (not a driver failure)" : ""}${warned ? ", but the kernel printed a warning during the test" : ""}`;
+  const meaning = warned
+    ? WARNED_MEANING
+    : `${MEANING[c.verdict]}${c.verdict === "error" ? " (not a driver failure)" : ""}`;
   const boot =
     r?.boot !== undefined && r.boot > 1
       ? `<p class="boot">ran on boot ${r.boot} of the machine: an earlier test left it in doubt</p>\n`
@@ -130,7 +136,7 @@ export function renderArchPage(run: LoadedRun, arch: Arch, diff?: RunDiff): stri
 ${rows.map(tr).join("\n")}
 </tbody>
 </table></div>
-<p class="muted legend">${esc(LEGEND)}</p>
+<p class="muted legend">${esc(LEGEND)} · ${esc(WARNED_LEGEND)}</p>
 ${diff ? renderBaselineSection(diff, "html", arch) : ""}
 ${[...anchors].map(([c, id]) => dialog(c, id, run)).join("\n")}`;
   return page(run, `${arch} · run ${run.run.runId}`, body);
@@ -139,7 +145,7 @@ ${[...anchors].map(([c, id]) => dialog(c, id, run)).join("\n")}`;
 export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff): string {
   const glossary = `<section><h2>Glossary</h2><dl class="glossary">${VERDICTS.map(
     (v) => `<dt>${SYMBOL[v]}</dt><dd>${esc(MEANING[v])}</dd>`,
-  ).join("")}</dl></section>`;
+  ).join("")}<dt>${SYMBOL.pass}⚑</dt><dd>${esc(WARNED_MEANING)}</dd></dl></section>`;
   const about = [
     `plan <code>${esc(run.run.plan.name)}</code> (${run.tests.length} tests)`,
     ...sourceVersions(run).map((v) => esc(v)),
