@@ -1,7 +1,7 @@
 /**
  * The HTML report in a real browser (Debian's chromium through playwright-core): render the fixture
- * run, open the x86_64 page from file://, open a red cell, filter to problems, check phone and dark
- * mode. Saves screenshots under test-artifacts/. Fails (never skips) when chromium is missing.
+ * run, open the x86_64 page from file://, open a red cell and a green one flagged with a kernel
+ * warning, filter to problems, check phone and dark mode. Saves screenshots under test-artifacts/. Fails (never skips) when chromium is missing.
  */
 import { access, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -115,6 +115,42 @@ describe("HTML report in chromium", () => {
     expect(await dialog.locator("pre.console").textContent()).toContain("Kernel panic");
   });
 
+  it("flags a pass with a kernel warning and shows the warning in its dialog", async () => {
+    await page.goto(xUrl);
+    const warned = cell("debian-bookworm-6.1", "modern-bpf_scap-open");
+    expect(await warned.getAttribute("data-verdict")).toBe("pass");
+    expect(await warned.getAttribute("data-kernel-warnings")).toBe("1");
+    expect(await warned.textContent()).toBe("🟢⚑");
+    const link = warned.getByRole("link", { name: "modern-bpf_scap-open: passed, kernel warning" });
+    expect(await link.getAttribute("title")).toContain("kernel warning: [  142.318201] WARNING: CPU: 1");
+    // Still green: the cell's background is the pass colour of a plain pass.
+    const bg = (l: typeof warned) => l.evaluate((e) => getComputedStyle(e).backgroundColor);
+    expect(await bg(warned)).toBe(await bg(cell("debian-bookworm-6.1", "cmake-configure")));
+
+    await link.click();
+    const dialog = dialogOf("debian-bookworm-6.1@x86_64", "modern-bpf_scap-open");
+    await dialog.waitFor({ state: "visible", timeout: 5000 });
+    expect(await dialog.locator("h3").allTextContents()).toContain("Kernel warning");
+    expect(await dialog.locator("pre.warning").textContent()).toBe(
+      "[  142.318201] WARNING: CPU: 1 PID: 2231 at kernel/bpf/ringbuf.c:312 bpf_ringbuf_reserve+0x5e/0x80",
+    );
+    expect(await dialog.locator("pre.dmesg").textContent()).toContain("Modules linked in: <scap> & friends");
+    expect(await dialog.locator("p.boot").textContent()).toBe(
+      "ran on boot 2 of the machine: an earlier test left it in doubt",
+    );
+    expect(page.url()).toMatch(/#debian-bookworm-61-modern-bpf_scap-open$/);
+    await page.screenshot({ path: path.join(ARTIFACTS, "report-x86_64-kernel-warning.png") });
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden", timeout: 5000 });
+
+    // Another dialog names the processes its test left behind.
+    await cell("debian-bullseye-5.10", "kmod_scap-open").locator("a").click();
+    const failed = dialogOf("debian-bullseye-5.10@x86_64", "kmod_scap-open");
+    await failed.waitFor({ state: "visible", timeout: 5000 });
+    expect(await failed.locator("pre.leftover").textContent()).toContain("4121 sleep 1000");
+    await page.keyboard.press("Escape");
+  });
+
   it("fits a phone: only the table scrolls sideways", async () => {
     await page.setViewportSize({ width: 375, height: 740 });
     await page.goto(xUrl);
@@ -151,6 +187,9 @@ describe("HTML report in chromium", () => {
     const text = await page.locator("main").textContent();
     for (const s of ["🟢", "🟡", "❌", "⚠️", "❔", "harness error"]) expect(text).toContain(s);
     expect(await page.locator("section[data-arch]").count()).toBe(2);
+    expect(await page.locator('section[data-arch="x86_64"] ul.replaced li').allTextContents()).toEqual([
+      "debian-bookworm-6.1: boot 2 after bpf-probe_scap-open (the kernel panicked)",
+    ]);
     await page.click('a[href="aarch64.html"] >> nth=0');
     await page.waitForURL(/aarch64\.html$/);
     expect(await page.locator('td[data-verdict="missing"]').count()).toBe(2);
