@@ -44,7 +44,13 @@ export interface LoadedRun {
 
 // Only what the reports rely on is checked; unknown fields pass through untouched.
 const archSchema = z.enum(ARCHES);
-const machineSchema = z.looseObject({ machineId: z.string(), machine: z.string(), arch: archSchema });
+const machineSchema = z.looseObject({
+  machineId: z.string(),
+  machine: z.string(),
+  arch: archSchema,
+  boots: z.number().optional(),
+  replaced: z.array(z.looseObject({ afterTest: z.string(), reason: z.string() })).optional(),
+});
 const runSchema = z.looseObject({
   runId: z.string(),
   kmatrixVersion: z.string(),
@@ -55,7 +61,15 @@ const runSchema = z.looseObject({
     sources: z.array(z.looseObject({ name: z.string(), revision: z.string().optional() })).optional(),
   }),
   machines: z.array(machineSchema),
-  builders: z.array(z.unknown()).optional(),
+  builders: z
+    .array(
+      // Lenient on identity (older runs are still reported); what the dialogs print must be text.
+      z.looseObject({
+        outputTail: z.string().optional(),
+        console: z.string().optional(),
+      }),
+    )
+    .optional(),
 });
 const cellSchema = z.looseObject({
   machineId: z.string(),
@@ -67,6 +81,10 @@ const cellSchema = z.looseObject({
   exitCode: z.number().optional(),
   outputTail: z.string().optional(),
   dmesg: z.array(z.string()).optional(),
+  kernelWarnings: z.array(z.string()).optional(),
+  leftover: z.array(z.string()).optional(),
+  boot: z.number().optional(),
+  builder: z.string().optional(),
   console: z.string().optional(),
   durationMs: z.number().optional(),
 });

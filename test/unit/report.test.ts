@@ -82,6 +82,16 @@ describe("loadRun", () => {
     expect(err.message).toBe(`${file}: not found (not a kmatrix run directory?)`);
   });
 
+  it("names the file and field when a record's new facts have the wrong shape", async () => {
+    const dir = await freshRun();
+    const file = path.join(dir, "cells", "debian-bookworm-6.1@x86_64", "modern-bpf_scap-open.json");
+    const rec = JSON.parse(await readFile(file, "utf8"));
+    await writeFile(file, JSON.stringify({ ...rec, kernelWarnings: "WARNING: one line, not a list" }));
+    const err = await errorOf(loadRun(dir));
+    expect(err).toBeInstanceOf(UsageError);
+    expect(err.message).toMatch(new RegExp(`^${file.replace(/[.]/g, "\\.")}: kernelWarnings: `));
+  });
+
   it("refuses a cell record filed under another cell's path", async () => {
     const dir = await freshRun();
     const file = path.join(dir, "cells", "debian-trixie-6.12@x86_64", "kmod_build.json");
