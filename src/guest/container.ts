@@ -1,7 +1,9 @@
-import { copyFile, mkdir, rm, stat } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { copyFile, lstat, mkdir, realpath, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import * as tar from "tar";
+import { type ExtractResult, type Refusal, safeExtract } from "../util/safe-extract.js";
 import { startOwned } from "../vm/processes.js";
 import type { ExecOptions, ExecResult } from "./ssh.js";
 
@@ -110,10 +112,12 @@ export class ContainerSession {
     );
   }
 
-  /** Everything a builder writes is new, so it is all in the upper layer. */
-  async copyOut(remotePath: string, localDir: string): Promise<void> {
-    const src = join(this.upper, remotePath);
-    await pipeline(tar.c({ cwd: dirname(src), portable: true }, [basename(src)]), tar.x({ cwd: localDir }));
+  /**
+   * Everything a builder writes is new, so it is all in the upper layer. The builder ran as root:
+   * what it left is judged like a guest's archive (see copyOutOfUpper).
+   */
+  copyOut(remotePath: string, localDir: string): Promise<ExtractResult> {
+    return copyOutOfUpper(this.upper, remotePath, localDir);
   }
 
   /**
@@ -124,6 +128,68 @@ export class ContainerSession {
   async stop(): Promise<void> {
     await rm(this.workDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Copies `remotePath` of a container out of its overlay's upper layer `upper` into `localDir`
+ * (as `localDir/<base name>`), through {@link safeExtract}.
+ *
+ * The upper layer is a host directory the builder wrote as root, so its symbolic links are the
+ * builder's: `/kmatrix/out/<b>` replaced by a link to `/` names the HOST's root once looked up
+ * from the host. So no symbolic link is followed: a source whose path within `upper` has one
+ * (the source itself included) is refused, not copied; links inside the tree are archived as
+ * links and judged by safeExtract; device nodes, FIFOs and sockets are left out and reported.
+ * Nothing runs in the container between commands, so the tree cannot change while it is read.
+ */
+export async function copyOutOfUpper(
+  upper: string,
+  remotePath: string,
+  localDir: string,
+): Promise<ExtractResult> {
+  const root = await realpath(upper);
+  const src = join(root, remotePath);
+  const name = basename(src);
+  if (!src.startsWith(`${root}/`) || name === "")
+    return { refused: [{ path: remotePath, why: "not a path inside the container" }] };
+  // Walk down from the upper layer without following anything: the first link met refuses the copy.
+  for (let at = root; at !== src; ) {
+    at = join(at, src.slice(at.length + 1).split("/")[0] as string);
+    if ((await lstat(at)).isSymbolicLink())
+      return {
+        refused: [
+          {
+            path: remotePath,
+            why: `${at.slice(root.length)} is a symbolic link in the container (not followed)`,
+          },
+        ],
+      };
+  }
+  const refused: Refusal[] = [];
+  const archive = tar.c(
+    {
+      cwd: dirname(src),
+      portable: true,
+      // Default, spelled out: links are archived as links, never followed to what they name.
+      follow: false,
+      // node-tar leaves special files out silently; say so.
+      filter: (path, st) => {
+        if (!("isFile" in st) || st.isFile() || st.isDirectory() || st.isSymbolicLink()) return true;
+        refused.push({ path, why: `${specialKind(st)} not allowed` });
+        return false;
+      },
+    },
+    [name],
+  );
+  const extracted = await safeExtract(archive, localDir, { tree: name });
+  return { refused: [...refused, ...extracted.refused] };
+}
+
+function specialKind(st: Stats): string {
+  if (st.isCharacterDevice()) return "character device";
+  if (st.isBlockDevice()) return "block device";
+  if (st.isFIFO()) return "FIFO";
+  if (st.isSocket()) return "socket";
+  return "special file";
 }
 
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

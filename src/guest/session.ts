@@ -1,5 +1,6 @@
 import type { Arch } from "../config/types.js";
 import type { MachineImage } from "../images/index.js";
+import type { ExtractResult } from "../util/safe-extract.js";
 import type { ConsoleSignal } from "../vm/console.js";
 import { KernelLog, type KernelWindow, stepBegins, stepEnds } from "../vm/kernel-log.js";
 import { type BootSpec, qemuBackend, type RunningVm, type VmBackend } from "../vm/qemu.js";
@@ -187,7 +188,7 @@ export class MachineSession {
     return this.guarded(this.guest.copyIn(localPath, remoteDir, name, files));
   }
 
-  copyOut(remotePath: string, localDir: string): Promise<void> {
+  copyOut(remotePath: string, localDir: string): Promise<ExtractResult> {
     return this.guarded(this.guest.copyOut(remotePath, localDir));
   }
 

@@ -4,6 +4,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import ssh2, { type ClientChannel } from "ssh2";
 import * as tar from "tar";
+import { type ExtractResult, safeExtract } from "../util/safe-extract.js";
 import { shellQuote } from "../util/shell-quote.js";
 
 export interface ExecOptions {
@@ -274,13 +275,19 @@ exit 0`;
     await settleBoth(pipeline(archive, channel), done);
   }
 
-  /** Copies a guest file or directory into the local directory `localDir`. */
-  async copyOut(remotePath: string, localDir: string): Promise<void> {
+  /**
+   * Copies a guest file or directory into the local directory `localDir` (as `localDir/<base
+   * name>`). The guest is root and its tar is whatever it says it is: the stream is extracted by
+   * {@link safeExtract} (no owners, safe modes, no special files, nothing out of the tree), and
+   * what it refused is returned.
+   */
+  async copyOut(remotePath: string, localDir: string): Promise<ExtractResult> {
+    const name = basename(remotePath);
     const channel = await this.openExec(
-      `tar -cf - -C ${shellQuote(dirname(remotePath))} ${shellQuote(basename(remotePath))}`,
+      `tar -cf - -C ${shellQuote(dirname(remotePath))} ${shellQuote(name)}`,
     );
     const done = channelResult(channel, `copy ${remotePath} out of the guest`);
-    await settleBoth(pipeline(channel, tar.x({ cwd: localDir })), done);
+    return settleBoth(safeExtract(channel, localDir, { tree: name }), done);
   }
 
   /** An interactive login shell wired to this process's terminal; resolves with its exit code. */
@@ -335,10 +342,11 @@ exit 0`;
 const exitCodes = new WeakMap<ClientChannel, number | null>();
 
 /** Waits for both sides of a copy; the remote side's error (it says why) wins over the stream's. */
-async function settleBoth(stream: Promise<void>, remote: Promise<void>): Promise<void> {
+async function settleBoth<T>(stream: Promise<T>, remote: Promise<void>): Promise<T> {
   const [s, r] = await Promise.allSettled([stream, remote]);
   if (r.status === "rejected") throw r.reason;
   if (s.status === "rejected") throw s.reason;
+  return s.value;
 }
 
 /** Resolves when a copy's remote side exits 0; rejects with its stderr otherwise. */

@@ -4,6 +4,7 @@ import { launchMachine } from "../guest/launch.js";
 import type { StepEvidence } from "../guest/session.js";
 import type { ExecOptions, ExecResult } from "../guest/ssh.js";
 import { type MachineImage, prepareImage } from "../images/index.js";
+import type { ExtractResult } from "../util/safe-extract.js";
 import { decideAccel } from "../vm/accel.js";
 
 /** Where a step's command runs: a booted machine, or a container of its image (builders only). */
@@ -13,7 +14,8 @@ export interface StepSession {
   /** A harness command (mkdir, find): throws when the machine is gone. */
   run(command: string, opts?: ExecOptions): Promise<ExecResult>;
   copyIn(localPath: string, remoteDir: string, name?: string, files?: string[]): Promise<void>;
-  copyOut(remotePath: string, localDir: string): Promise<void>;
+  /** Through util/safe-extract.ts: what the guest left that was not copied is in `refused`. */
+  copyOut(remotePath: string, localDir: string): Promise<ExtractResult>;
   /** Stops the machine and deletes its scratch files (overlay disk); the console log stays. */
   stop(): Promise<void>;
 }

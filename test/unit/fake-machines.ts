@@ -78,7 +78,7 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
       },
       run: async () => exec({ stdout: "artifact.o\n" }),
       copyIn: async () => {},
-      copyOut: async () => {},
+      copyOut: async () => ({ refused: [] }),
       stop: async () => {
         log.stopped++;
       },
