@@ -86,6 +86,17 @@ export function plainProgress(
   };
 }
 
+/**
+ * "; refused 2 of its files: b/dev (character device not allowed), …": what a builder left that
+ * was not copied out (names are the builder's: printable only). The record lists them all.
+ */
+function refusedNote(refused: { path: string; why: string }[] | undefined): string {
+  if (!refused?.length) return "";
+  const shown = refused.slice(0, 3).map((r) => printable(`${r.path} (${r.why})`));
+  const more = refused.length > shown.length ? `, and ${refused.length - shown.length} more` : "";
+  return `; refused ${refused.length} of its files: ${shown.join(", ")}${more}`;
+}
+
 function describe(e: RunEvent): string | undefined {
   switch (e.type) {
     case "run-started":
@@ -101,8 +112,10 @@ function describe(e: RunEvent): string | undefined {
       return `${e.machineId}: ready in ${(e.bootMs / 1000).toFixed(1)} s`;
     case "builder-started":
       return `${e.machineId}: builder ${e.builder} started (${e.isolation === "vm" ? "in a VM" : "in a container"} of ${e.ranOn ? `${e.ranOn}, cross-building` : "the image"})`;
-    case "builder-ended":
-      return `${e.record.machineId}: builder ${e.record.builder} ${e.record.ok ? "ok" : `FAILED: ${e.record.reason}`}`;
+    case "builder-ended": {
+      const r = e.record;
+      return `${r.machineId}: builder ${r.builder} ${r.ok ? "ok" : `FAILED: ${r.reason}`}${refusedNote(r.refused)}`;
+    }
     case "step-started":
       return e.test.endsWith(".rerun")
         ? `${e.machineId}: ${e.test.slice(0, -".rerun".length)} started again (a prerequisite, on the fresh machine)`

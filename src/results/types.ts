@@ -70,6 +70,13 @@ export interface BuilderRecord {
   /** Where the command ran: a booted VM, or a container of the same image (no KVM; see guest/container.ts). */
   isolation?: "vm" | "container";
   artifacts: string[];
+  /**
+   * What the builder left in $KMATRIX_OUT that was not copied to the host (util/safe-extract.ts):
+   * device nodes, FIFOs, sockets, links out of its tree, paths leaving it, an output directory
+   * that is a symbolic link. Not a failure by itself: the rest are the artifacts. (Setuid/setgid
+   * bits and owners are dropped without a word.) Absent when nothing was refused.
+   */
+  refused?: { path: string; why: string }[];
   outputTail?: string;
   /** Console excerpt when the builder machine's kernel panicked, oopsed or hung. */
   console?: string;

@@ -1,10 +1,11 @@
-import { mkdir } from "node:fs/promises";
+import { lstat, mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Arch, Machine } from "../config/types.js";
 import type { MachineImage } from "../images/index.js";
 import { judgeBuilder } from "../plan/cells.js";
 import type { BuilderSpec } from "../plan/schema.js";
 import type { BuilderRecord } from "../results/types.js";
+import { listFiles } from "../util/safe-extract.js";
 import { hostArch } from "../vm/accel.js";
 import {
   builderKey,
@@ -101,13 +102,24 @@ export async function runBuilder(
       });
     const dest = join(e.outDir, "artifacts", arch);
     await mkdir(dest, { recursive: true });
-    await session.copyOut(out, dest);
-    const listing = await session.run(`cd ${out} && find . -type f | sort`);
-    const artifacts = listing.stdout
-      .split("\n")
-      .filter(Boolean)
-      .map((f) => f.replace(/^\.\//, ""));
-    return finish({ ...base, ...facts, ok: true, durationMs: Date.now() - started, artifacts });
+    const mine = join(dest, b.name);
+    // A builder that runs again (--resume) starts from nothing: what is listed is what it made now.
+    await rm(mine, { recursive: true, force: true });
+    // What the builder left that is unsafe on the host (setuid bits are dropped silently; device
+    // nodes, links out of its tree…) is refused; the rest is its artifacts, and it stays ok.
+    const { refused } = await session.copyOut(out, dest);
+    // All of it refused (its output directory was a link): who needs it gets an empty one.
+    if (!(await lstat(mine).catch(() => undefined))) await mkdir(mine);
+    // Listed on the host from what was extracted, so the record names only files that exist.
+    const artifacts = await listFiles(mine);
+    return finish({
+      ...base,
+      ...facts,
+      ok: true,
+      durationMs: Date.now() - started,
+      artifacts,
+      ...(refused.length > 0 && { refused }),
+    });
   } catch (err) {
     return finish({
       ...base,
