@@ -137,7 +137,7 @@ describe("faults: hang, panic, oops, timeout, background child, huge output, unb
     ]);
 
     const broken = await cells(out, "broken-boot@x86_64");
-    expect(Object.values(broken)).toHaveLength(13);
+    expect(Object.values(broken)).toHaveLength(12);
     for (const c of Object.values(broken)) {
       expect(c.verdict).toBe("error");
       expect(c.reason).toMatch(/^boot failed \(panic\)/);
