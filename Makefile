@@ -7,7 +7,7 @@ SHELL := /bin/bash
 # Essential ones (coreutils, dash, gzip, hostname, util-linux, dpkg) are always there: `deps` only checks them.
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
 	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
-	git mount iproute2 dash hostname chromium fonts-noto-color-emoji
+	git mount iproute2 dash hostname gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean

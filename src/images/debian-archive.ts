@@ -1,16 +1,27 @@
 /**
  * Client for Debian's archive: reads Packages indexes, resolves "the newest kernel of a suite" for a
- * flavour, and downloads .debs with SHA256 verification. Everything lands under `cacheDir/archive/`
- * and is written atomically (temp file + rename in the same dir), so concurrent kmatrix processes
- * sharing a cache are safe: the worst case is that both download the same file.
+ * flavour, and downloads .debs. Every file is checked along the archive's signed chain, as apt does:
+ * the suite's InRelease is verified with gpgv against the archive keyring (debian-release.ts), its
+ * SHA256 table vouches for the Packages index, and the index's SHA256 fields for every .deb. Only
+ * verified files enter the cache, `cacheDir/archive/`, each written atomically (temp file + rename
+ * in the same dir), so concurrent kmatrix processes sharing a cache are safe: the worst case is that
+ * both download the same file.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { execa } from "execa";
 import { z } from "zod";
+import {
+  ArchiveVerificationError,
+  DEBIAN_ARCHIVE_KEYRING,
+  parseRelease,
+  type ReleaseEntry,
+  type ReleaseInfo,
+  verifyRelease,
+} from "./debian-release.js";
 
 export type DebArch = "amd64" | "arm64";
 
@@ -319,6 +330,8 @@ export function resolveFromIndex(
 export interface ArchiveOptions {
   mirror: string;
   securityMirror: string;
+  /** The keyring that signs both mirrors' Release files; default: Debian's archive keyring. */
+  keyring?: string;
   /** e.g. ~/.cache/kmatrix */
   cacheDir: string;
   /** default 86400 */
@@ -360,6 +373,7 @@ const resolvedSchema = z.object({
 export class DebianArchive {
   private readonly mirror: string;
   private readonly securityMirror: string;
+  private readonly keyring: string;
   private readonly root: string;
   private readonly maxAgeMs: number;
   private readonly log: (msg: string) => void;
@@ -367,6 +381,7 @@ export class DebianArchive {
   constructor(private readonly opts: ArchiveOptions) {
     this.mirror = opts.mirror.replace(/\/+$/, "");
     this.securityMirror = opts.securityMirror.replace(/\/+$/, "");
+    this.keyring = opts.keyring ?? DEBIAN_ARCHIVE_KEYRING;
     this.root = join(opts.cacheDir, "archive");
     this.maxAgeMs = (opts.maxAgeSec ?? 86_400) * 1000;
     this.log = opts.log ?? (() => {});
@@ -379,7 +394,11 @@ export class DebianArchive {
       [this.mirror, `${suite}-updates`],
       [this.securityMirror, `${suite}-security`],
     ];
-    const lists = await Promise.all(sources.map(([base, s]) => this.index(base, s, suite, debArch)));
+    // allSettled: nothing keeps fetching into the cache after this returns or throws.
+    const settled = await Promise.allSettled(sources.map(([base, s]) => this.index(base, s, suite, debArch)));
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const lists = settled.map((r) => (r.status === "fulfilled" ? r.value : undefined));
     if (!lists[0]) {
       throw new Error(`debian ${suite} ${debArch}: no index ${indexUrl(this.mirror, suite, debArch)}`);
     }
@@ -387,8 +406,9 @@ export class DebianArchive {
   }
 
   async resolveKernel(suite: string, flavour: string, debArch: DebArch): Promise<ResolvedKernel> {
+    // (The keyring is part of the key: resolutions from before indexes were verified are not reused.)
     const key = createHash("sha256")
-      .update(`${this.mirror}\n${this.securityMirror}`)
+      .update(`${this.mirror}\n${this.securityMirror}\n${this.keyring}`)
       .digest("hex")
       .slice(0, 12);
     const file = join(this.root, "resolved", `${safe(suite)}_${safe(flavour)}_${debArch}_${key}.json`);
@@ -433,7 +453,10 @@ export class DebianArchive {
     }
   }
 
-  /** Downloads into cacheDir/archive/debs/, verifying SHA256; returns the path. */
+  /**
+   * Downloads into cacheDir/archive/debs/, verifying size and SHA256 against the (signed) index it
+   * came from; returns the path. A file that does not match never enters the cache.
+   */
   async download(pkg: DebPackage): Promise<string> {
     const what = `debian ${pkg.suite} ${pkg.architecture}: ${pkg.name} ${pkg.version}`;
     const dest = join(this.root, "debs", basename(pkg.filename));
@@ -449,24 +472,28 @@ export class DebianArchive {
     }
     const tmp = tempName(dest);
     const hash = createHash("sha256");
+    const mismatch = () =>
+      new ArchiveVerificationError(`${url}: SHA256 does not match the signed Packages index of ${pkg.suite}`);
+    let bytes = 0;
     try {
       // A web ReadableStream is async-iterable in Node 20; hash while writing, one pass.
       await pipeline(
         res.body as AsyncIterable<Uint8Array>,
         async function* (chunks: AsyncIterable<Uint8Array>) {
           for await (const chunk of chunks) {
+            bytes += chunk.length;
+            if (bytes > pkg.size) throw mismatch(); // longer than signed: stop before it fills the disk
             hash.update(chunk);
             yield chunk;
           }
         },
         createWriteStream(tmp),
       );
-      const got = hash.digest("hex");
-      if (got !== pkg.sha256)
-        throw new Error(`${what}: SHA256 mismatch for ${url}: got ${got}, want ${pkg.sha256}`);
+      if (bytes !== pkg.size || hash.digest("hex") !== pkg.sha256) throw mismatch();
       await rename(tmp, dest);
     } catch (e) {
       await rm(tmp, { force: true });
+      if (e instanceof ArchiveVerificationError) throw e;
       const msg = (e as Error).message;
       throw msg.startsWith(what) ? e : new Error(`${what}: GET ${url}: ${msg}`);
     }
@@ -475,15 +502,18 @@ export class DebianArchive {
   }
 
   /**
-   * One index, cached as the .xz we downloaded (a third the size of parsed JSON, and what the
-   * server said). A 404 (sid has no -updates/-security) is cached as a `.missing` marker so a
-   * warm cache needs no network. Returns undefined for a missing index.
+   * One index, cached as the .xz we downloaded and verified against the suite's signed Release (a
+   * third the size of parsed JSON, and what the server said). A suite the mirror does not have
+   * (sid has no -updates/-security) is cached as a `.missing` marker so a warm cache needs no
+   * network. Returns undefined for a missing index.
    */
   private async index(baseUrl: string, suite: string, forSuite: string, debArch: DebArch) {
-    const url = indexUrl(baseUrl, suite, debArch);
+    const path = indexPath(debArch);
+    const url = `${baseUrl}/dists/${suite}/${path}`;
+    // (Not the `indexes/` of kmatrix versions that did not verify them: those are never read.)
     const file = join(
       this.root,
-      "indexes",
+      "signed-indexes",
       safe(baseUrl.replace(/^\w+:\/\//, "")),
       `${suite}_${debArch}.Packages.xz`,
     );
@@ -500,29 +530,84 @@ export class DebianArchive {
         }
       } else if (this.fresh(await mtimeOf(missing))) return undefined;
     }
-    const res = await get(url, what);
-    if (res.status === 404) {
+    const release = await this.release(baseUrl, suite, what);
+    if (!release) {
       await writeAtomic(missing, "");
       await rm(file, { force: true });
       return undefined;
     }
-    if (!res.ok) throw new NetworkError(`${what}: GET ${url}: HTTP ${res.status}`);
-    let body: Buffer;
-    try {
-      body = Buffer.from(await res.arrayBuffer());
-    } catch (e) {
-      throw new NetworkError(`${what}: GET ${url}: ${(e as Error).message}`);
+    const want = release.sha256.get(path);
+    if (!want) throw new ArchiveVerificationError(`${url}: not listed in the signed Release file`);
+    if ((await sizeOf(file)) === want.size && (await sha256File(file)) === want.sha256) {
+      // Unchanged since it was fetched: only the InRelease crossed the network.
+      const now = new Date();
+      await utimes(file, now, now);
+    } else {
+      const body = await this.fetchIndex(url, release, want, what);
+      this.log(`fetched ${url} (${(body.length / 1e6).toFixed(1)} MB)`);
+      await writeAtomic(file, body);
     }
-    this.log(`fetched ${url} (${(body.length / 1e6).toFixed(1)} MB)`);
-    await writeAtomic(file, body);
     await rm(missing, { force: true });
     try {
       return await readIndexFile(file, baseUrl, suite);
     } catch (e) {
-      // Truncated transfer or a proxy's error page: as unusable as no answer.
       await rm(file, { force: true });
-      throw new NetworkError(`${what}: cannot read index ${url}: ${(e as Error).message}`);
+      throw new Error(`${what}: cannot read index ${url}: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * The suite's Release, verified: `InRelease`, else `Release` + `Release.gpg`. Undefined when
+   * the mirror has no such suite (neither file exists).
+   */
+  private async release(baseUrl: string, suite: string, what: string): Promise<ReleaseInfo | undefined> {
+    const dists = `${baseUrl}/dists/${suite}`;
+    const fetchSmall = async (url: string) => {
+      const res = await get(url, what);
+      if (res.status === 404 || res.status === 410) return undefined;
+      if (!res.ok) throw new NetworkError(`${what}: GET ${url}: HTTP ${res.status}`);
+      return readBody(res, MAX_RELEASE_BYTES, what, url);
+    };
+    let url = `${dists}/InRelease`;
+    let text: string;
+    const inRelease = await fetchSmall(url);
+    if (inRelease) text = await verifyRelease({ url, inRelease }, this.keyring);
+    else {
+      url = `${dists}/Release`;
+      const release = await fetchSmall(url);
+      if (!release) return undefined;
+      const signature = await fetchSmall(`${url}.gpg`);
+      if (!signature) throw new ArchiveVerificationError(`${url}: not signed (no InRelease, no Release.gpg)`);
+      text = await verifyRelease({ url, release, signature }, this.keyring);
+    }
+    const info = parseRelease(text);
+    // A validly signed Release of another suite (an older one, say) must not stand in for this one.
+    if (info.suite !== suite && info.codename !== suite) {
+      const names = [info.codename, info.suite].filter(Boolean).join(", ") || "no suite";
+      throw new ArchiveVerificationError(`${url}: signed for ${names}, not ${suite}`);
+    }
+    // Snapshot mirrors serve Release files past Valid-Until; like the root disks' apt, accept them.
+    if (info.validUntil && info.validUntil.getTime() < Date.now())
+      this.log(`warning: ${url}: Valid-Until ${info.validUntil.toISOString()} has passed; using it anyway`);
+    return info;
+  }
+
+  /** The index's bytes, matching the signed Release (by-hash first when the archive offers it). */
+  private async fetchIndex(url: string, release: ReleaseInfo, want: ReleaseEntry, what: string) {
+    // By hash, an index can never be paired with another moment's Release (a mirror or CDN mid-update).
+    const byHash = `${url.slice(0, url.lastIndexOf("/"))}/by-hash/SHA256/${want.sha256}`;
+    const mismatch = (from: string) =>
+      new ArchiveVerificationError(`${from}: SHA256 does not match the signed Release file`);
+    for (const from of release.acquireByHash ? [byHash, url] : [url]) {
+      const res = await get(from, what);
+      if (res.status === 404 && from !== url) continue; // by-hash files are optional for mirrors
+      if (!res.ok) throw new NetworkError(`${what}: GET ${from}: HTTP ${res.status}`);
+      const body = await readBody(res, want.size, what, from, () => mismatch(from));
+      if (body.length !== want.size || createHash("sha256").update(body).digest("hex") !== want.sha256)
+        throw mismatch(from);
+      return body;
+    }
+    throw mismatch(url); // not reached: the last source always returns or throws
   }
 
   private fresh(mtimeMs: number | undefined): boolean {
@@ -530,8 +615,42 @@ export class DebianArchive {
   }
 }
 
+/** The index below dists/<suite>/, as the Release file names it. */
+function indexPath(debArch: DebArch): string {
+  return `main/binary-${debArch}/Packages.xz`;
+}
+
 function indexUrl(baseUrl: string, suite: string, debArch: DebArch): string {
-  return `${baseUrl}/dists/${suite}/main/binary-${debArch}/Packages.xz`;
+  return `${baseUrl}/dists/${suite}/${indexPath(debArch)}`;
+}
+
+/** InRelease files are ~200 KB; anything this large is not one. */
+const MAX_RELEASE_BYTES = 16 << 20;
+
+/**
+ * A response's body, at most `max` bytes (the size a signed file promised, or a sanity bound), so
+ * that a hostile or broken server cannot fill memory. A transfer that breaks is a NetworkError.
+ */
+async function readBody(
+  res: Response,
+  max: number,
+  what: string,
+  url: string,
+  tooLong: () => Error = () => new ArchiveVerificationError(`${url}: larger than ${max} bytes`),
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+      bytes += chunk.length;
+      if (bytes > max) throw tooLong();
+      chunks.push(Buffer.from(chunk));
+    }
+  } catch (e) {
+    if (e instanceof ArchiveVerificationError) throw e;
+    throw new NetworkError(`${what}: GET ${url}: ${(e as Error).message}`);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** The first package whose file the mirror answers 404 for (a HEAD request each). */

@@ -39,6 +39,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { program: "modinfo", pkg: "kmod", purpose: "orders the initrd's modules" },
   { program: "cpio", pkg: "cpio", purpose: "packs the initrd" },
   { program: "xz", pkg: "xz-utils", purpose: "reads archive indexes and .xz modules" },
+  { program: "gpgv", pkg: "gpgv", purpose: "checks the signatures of the archive's Release files" },
   { program: "zstd", pkg: "zstd", purpose: "reads .zst modules" },
   { program: "gzip", pkg: "gzip", purpose: "reads .gz modules" },
   // Plan sources.
@@ -55,6 +56,8 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { pkg: "arch-test", purpose: "mmdebstrap's foreign-architecture check" },
   { pkg: "qemu-user-static", purpose: "qemu-user for the other architecture's root disks and builders" },
   { pkg: "binfmt-support", purpose: "update-binfmts, which registers qemu-user with binfmt_misc" },
+  { pkg: "debian-archive-keyring", purpose: "the keys that sign Debian's archive, for gpgv" },
+  { pkg: "gpg", purpose: "signs the unit tests' archive fixtures with a throwaway key", scope: "tests" },
   { pkg: "chromium", purpose: "kmatrix's browser tests", scope: "tests" },
   { pkg: "fonts-noto-color-emoji", purpose: "emoji in the browser tests' screenshots", scope: "tests" },
 ];

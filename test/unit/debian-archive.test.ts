@@ -5,7 +5,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa } from "execa";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
   compareDebianVersions,
@@ -16,6 +15,7 @@ import {
   parsePackagesIndex,
   resolveFromIndex,
 } from "../../src/images/debian-archive.js";
+import { makeTestKey, signedSuite, type TestKey } from "../fixtures/archive/signing.js";
 
 const FIXTURES = join(import.meta.dirname, "fixtures", "debian-archive");
 const fixture = (name: string) => readFileSync(join(FIXTURES, `${name}.Packages`), "utf8");
@@ -181,25 +181,26 @@ describe("DebianArchive (against a local HTTP server)", () => {
   let server: Server;
   let base: string;
   let cacheDir: string;
+  let key: TestKey;
   const requests: string[] = [];
   const files = new Map<string, Buffer>();
+  /** URL path → the HTTP status the server answers instead */
+  const status = new Map<string, number>();
   const gone = new Set<string>();
   const deb = Buffer.from("!<arch>\nnot really a deb\n");
 
   beforeAll(async () => {
-    const xz = async (name: string) =>
-      (await execa("xz", ["-c"], { input: fixture(name), encoding: "buffer" })).stdout as Uint8Array;
+    // A mirror signed by a throwaway key (archive-signature.test.ts tests the signatures themselves).
+    key = await makeTestKey();
     // The served bookworm index also has the busybox the initrd needs.
     const busybox = `\nPackage: busybox-static\nVersion: 1:1.35.0-4+b3\nArchitecture: amd64\nFilename: pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb\nSize: 1\nSHA256: ${"0".repeat(64)}\n`;
-    const bookworm = (
-      await execa("xz", ["-c"], { input: `${fixture("bookworm")}${busybox}`, encoding: "buffer" })
-    ).stdout as Uint8Array;
-    files.set("/debian/dists/bookworm/main/binary-amd64/Packages.xz", Buffer.from(bookworm));
-    files.set(
-      "/debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz",
-      Buffer.from(await xz("bookworm-security")),
-    );
-    files.set("/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz", Buffer.from("not xz at all"));
+    const suites = [
+      ["debian", "bookworm", `${fixture("bookworm")}${busybox}`],
+      ["debian-security", "bookworm-security", fixture("bookworm-security")],
+    ];
+    for (const [root, suite, packagesText] of suites as [string, string, string][])
+      for (const [path, body] of await signedSuite(key, { suite, packagesText }))
+        files.set(`/${root}/${path}`, body);
     files.set("/debian/pool/main/t/test/test_1.0-1_amd64.deb", deb);
     server = createServer((req, res) => {
       // kmatrix checks that the kernel's files are served before it settles on a kernel.
@@ -209,41 +210,50 @@ describe("DebianArchive (against a local HTTP server)", () => {
       }
       requests.push(req.url ?? "");
       const body = files.get(req.url ?? "");
-      res.writeHead(body ? 200 : 404).end(body);
+      const code = status.get(req.url ?? "") ?? (body ? 200 : 404);
+      res.writeHead(code).end(code === 200 ? body : undefined);
     });
     await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }, 60_000);
+  afterAll(async () => {
+    await new Promise<void>((ok) => server.close(() => ok()));
+    await key?.dispose();
   });
-  afterAll(() => new Promise<void>((ok) => server.close(() => ok())));
   beforeEach(async () => {
     cacheDir = await mkdtemp(join(tmpdir(), "kmatrix-archive-"));
     requests.length = 0;
     // bookworm-updates is served broken only where a test asks for it
-    files.delete("/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz");
+    status.clear();
     return () => rm(cacheDir, { recursive: true, force: true });
   });
   const archive = (extra: Partial<ConstructorParameters<typeof DebianArchive>[0]> = {}) =>
     new DebianArchive({
       mirror: `${base}/debian/`,
       securityMirror: `${base}/debian-security`,
+      keyring: key.keyring,
       cacheDir,
       ...extra,
     });
+  // Per suite: InRelease, then Packages.xz; bookworm-updates: InRelease and Release, both 404.
+  const FETCHES = 6;
 
-  it("resolves from suite + -security, treats a 404 index as absent, and caches without network", async () => {
+  it("resolves from suite + -security, treats a missing suite as absent, and caches without network", async () => {
     const r = await archive().resolveKernel("bookworm", "cloud", "amd64");
     expect(r.release).toBe("6.1.0-56-cloud-amd64");
     expect(r.suites).toEqual(["bookworm", "bookworm-security"]);
     expect(r.packages[0]?.baseUrl).toBe(`${base}/debian-security`);
-    expect(requests).toHaveLength(3);
+    expect(requests).toHaveLength(FETCHES);
 
     requests.length = 0;
     expect(await archive().resolveKernel("bookworm", "cloud", "amd64")).toEqual(r);
     expect(await archive().packages("bookworm", "amd64")).toHaveLength(9); // indexes cached, 404 too
     expect(requests).toEqual([]);
 
+    // Refreshed: the InReleases again; the unchanged indexes are not fetched a second time.
     await archive({ refresh: true }).resolveKernel("bookworm", "cloud", "amd64");
-    expect(requests).toHaveLength(3);
+    expect(requests.filter((u) => u.endsWith("/InRelease"))).toHaveLength(3);
+    expect(requests.filter((u) => u.endsWith("/Packages.xz"))).toEqual([]);
   });
 
   it("takes the next-newest kernel when the mirror does not serve the newest one's files", async () => {
@@ -264,10 +274,7 @@ describe("DebianArchive (against a local HTTP server)", () => {
 
   it("falls back to a cached resolution, with a warning, when the archive is unreachable", async () => {
     const first = await archive().resolveKernel("bookworm", "cloud", "amd64");
-    files.set(
-      "/debian/dists/bookworm-updates/main/binary-amd64/Packages.xz",
-      Buffer.from("<html>proxy</html>"),
-    );
+    status.set("/debian/dists/bookworm-updates/InRelease", 503);
     const logs: string[] = [];
     const r = await archive({ refresh: true, log: (m) => logs.push(m) }).resolveKernel(
       "bookworm",
@@ -276,7 +283,7 @@ describe("DebianArchive (against a local HTTP server)", () => {
     );
     expect(r).toEqual(first);
     expect(logs.join("\n")).toMatch(
-      /warning: debian bookworm amd64: cannot read index .*bookworm-updates.*6\.1\.0-56/s,
+      /^warning: debian bookworm amd64: GET http:.*\/bookworm-updates\/InRelease: HTTP 503; using the kernel resolved at .*: 6\.1\.0-56-cloud-amd64$/,
     );
   });
 
@@ -314,7 +321,7 @@ describe("DebianArchive (against a local HTTP server)", () => {
 
     await rm(path);
     await expect(archive().download({ ...pkg, sha256: "0".repeat(64) })).rejects.toThrow(
-      /^debian bookworm amd64: test 1\.0-1: SHA256 mismatch/,
+      `${base}/debian/pool/main/t/test/test_1.0-1_amd64.deb: SHA256 does not match the signed Packages index of bookworm`,
     );
     await expect(archive().download({ ...pkg, filename: "pool/main/t/test/gone.deb" })).rejects.toThrow(
       /HTTP 404 \(the archive has moved on/,
