@@ -63,6 +63,8 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
     mirror: (file.archive?.mirror ?? DEFAULT_ARCHIVE.mirror).replace(/\/+$/, ""),
     securityMirror: (file.archive?.securityMirror ?? DEFAULT_ARCHIVE.securityMirror).replace(/\/+$/, ""),
   };
+  // Relative to the config file, like `sources:`.
+  if (file.archive?.keyring) archive.keyring = path.resolve(baseDir, file.archive.keyring);
   const machines: Machine[] = [];
   const definedBy = new Map<string, number>(); // machine id → index of its entry
   file.machines.forEach((entry, i) => {

@@ -68,6 +68,8 @@ export const MatrixFileSchema = z.strictObject({
     .strictObject({
       mirror: httpUrl.optional(),
       securityMirror: httpUrl.optional(),
+      /** The keyring that signs both mirrors' Release files (relative to this file); default Debian's. */
+      keyring: z.string().regex(/\S/, { error: "expected the path of a keyring file" }).optional(),
     })
     .optional(),
   machines: z.array(MachineEntrySchema).min(1),

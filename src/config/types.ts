@@ -25,6 +25,11 @@ export type RootfsSource = { source: "debian"; suite: string };
 export interface ArchiveSettings {
   mirror: string;
   securityMirror: string;
+  /**
+   * Absolute path of the keyring (binary or ASCII-armored) that signs both mirrors' Release files;
+   * absent: Debian's archive keyring.
+   */
+  keyring?: string;
 }
 
 /** One cell row of the matrix: a machine is identified by name + arch. */

@@ -159,6 +159,10 @@ machines:
     expect(errorOf(`archive: { mirror: "ftp://x/debian" }\n${ONE}`)).toBe(
       'kmatrix.yaml: archive.mirror: expected an http:// or https:// URL, got "ftp://x/debian"',
     );
+    expect(errorOf(`archive: { keyring: "" }\n${ONE}`)).toBe(
+      'kmatrix.yaml: archive.keyring: expected the path of a keyring file, got ""',
+    );
+    expect(errorOf(`archive: { keyring: [a] }\n${ONE}`)).toMatch(/^kmatrix\.yaml: archive\.keyring: /);
     expect(errorOf(ONE.replace("source: debian", "source: oci"))).toBe(
       'kmatrix.yaml: machines[0].kernel.source: expected "debian", got "oci"',
     );
@@ -235,6 +239,23 @@ describe("loadMatrix", () => {
     const dflt = await loadMatrix({ cwd: dir });
     expect(dflt.origin).toBe("<embedded default>");
     expect(dflt.machines).toHaveLength(8);
+  });
+
+  it("takes the archive keyring relative to the config file (absent: Debian's, chosen by the archive client)", async () => {
+    await writeFile(
+      path.join(dir, "with", "mirror.yaml"),
+      `archive: { mirror: "http://mirror.example/debian", keyring: keys/mirror.gpg }\n${ONE}`,
+    );
+    const m = await loadMatrix({ configPath: path.join("with", "mirror.yaml"), cwd: dir });
+    expect(m.archive).toEqual({
+      mirror: "http://mirror.example/debian",
+      securityMirror: "http://deb.debian.org/debian-security",
+      keyring: path.join(dir, "with", "keys", "mirror.gpg"),
+    });
+    expect(parseMatrix(`archive: { keyring: /etc/k.asc }\n${ONE}`, "x.yaml").archive.keyring).toBe(
+      "/etc/k.asc",
+    );
+    expect((await loadMatrix({ cwd: dir })).archive.keyring).toBeUndefined();
   });
 
   it("rejects a missing --config file, naming it", async () => {
