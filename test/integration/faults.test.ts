@@ -23,7 +23,7 @@ const args = [
 
 async function cells(out: string, machineId: string): Promise<Record<string, CellRecord>> {
   const tests = [
-    "build",
+    "prepare",
     "slow_command",
     "unsupported",
     "too_new",
@@ -54,7 +54,7 @@ describe("faults: hang, panic, oops, timeout, background child, huge output, unb
     const first = execa("node", [CLI, ...args, "--output", out], { reject: false, all: true });
     await new Promise<void>((resolve) =>
       first.all?.on("data", (c: Buffer) => {
-        if (/good@x86_64: build \S+ pass/.test(c.toString())) resolve();
+        if (/good@x86_64: prepare \S+ pass/.test(c.toString())) resolve();
       }),
     );
     const sent = Date.now();
@@ -64,7 +64,7 @@ describe("faults: hang, panic, oops, timeout, background child, huge output, unb
     expect(interrupted.exitCode).toBe(130);
     expect(await qemuProcesses(`/runs/${first.pid}-`)).toEqual([]);
     const kept = await cells(out, "good@x86_64");
-    expect(kept.build?.verdict).toBe("pass");
+    expect(kept.prepare?.verdict).toBe("pass");
     expect(Object.keys(kept)).not.toContain("hang");
     expect(JSON.parse(await readFile(join(out, "run.json"), "utf8")).interrupted).toBe(true);
 
@@ -73,7 +73,7 @@ describe("faults: hang, panic, oops, timeout, background child, huge output, unb
     const resumed = await resuming;
     expect(resumed.exitCode, resumed.all).toBe(1);
     const good = await cells(out, "good@x86_64");
-    expect(good.build).toEqual(kept.build);
+    expect(good.prepare).toEqual(kept.prepare);
     // A timeout leaves the machine in doubt: the next tests run on a fresh boot.
     expect(good.slow_command).toMatchObject({
       verdict: "fail",
@@ -127,6 +127,7 @@ describe("faults: hang, panic, oops, timeout, background child, huge output, unb
     });
     expect(good.after_oops?.kernelWarnings?.length).toBe(1);
     expect(good.after_oops?.boot).toBe(5);
+    expect(await stat(join(out, "cells", "good@x86_64", "prepare.rerun.log"))).toBeTruthy();
     const run = JSON.parse(await readFile(join(out, "run.json"), "utf8"));
     const summary = run.machines.find((m: { machineId: string }) => m.machineId === "good@x86_64");
     expect(summary.replaced.map((r: { afterTest: string }) => r.afterTest)).toEqual([
