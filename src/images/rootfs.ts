@@ -105,6 +105,8 @@ export async function buildRootfs(
       // Snapshot mirrors serve Release files past their Valid-Until (sid's expire within days);
       // signatures are still checked, and what got installed is recorded by the manifest.
       '--aptopt=Acquire::Check-Valid-Until "false";',
+      // apt checks the same signatures as the archive client: a custom mirror's keyring too.
+      ...(archive.keyring ? [`--keyring=${archive.keyring}`] : []),
       // mmdebstrap's "upload" hook copies a file in without any shell.
       `--setup-hook=upload ${prefsFile} /etc/apt/preferences.d/kmatrix`,
       // Docs and man pages are a third of the tree and nobody reads them in a test VM.
