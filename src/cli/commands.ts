@@ -1,6 +1,7 @@
 import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
+import { MARKDOWN_STYLES, type MarkdownStyle } from "../report/index.js";
 import { UsageError } from "../util/errors.js";
 import { VERSION } from "../util/package-root.js";
 import { hostArch } from "../vm/accel.js";
@@ -141,8 +142,16 @@ export function registerCommands(program: Command): void {
     .command("report <run-dir>")
     .description("render the matrices, HTML site, JUnit and JSON of a run")
     .option("--baseline <run>", "embed the diff against a previous run")
+    .addOption(
+      new Option(
+        "--style <style>",
+        "Markdown matrices: falco = as Falco's kernel-testing renders them; kmatrix = with legend, run line, dmesg and console",
+      )
+        .choices(MARKDOWN_STYLES)
+        .default("falco"),
+    )
     .option("--json", "machine-readable output")
-    .action(async (dir: string, flags: { baseline?: string; json?: boolean }) => {
+    .action(async (dir: string, flags: { baseline?: string; json?: boolean; style?: MarkdownStyle }) => {
       process.exitCode = await reportCommand(dir, flags);
     });
 

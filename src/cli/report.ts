@@ -1,9 +1,11 @@
 import { join } from "node:path";
 import {
+  describeDropped,
   diffRuns,
   hasRegressions,
   loadBaseline,
   loadRun,
+  type MarkdownStyle,
   renderDiffTable,
   renderReport,
   shouldColour,
@@ -12,9 +14,12 @@ import {
 /** `kmatrix report`: renders every report of a run directory; prints where they are. */
 export async function reportCommand(
   runDir: string,
-  flags: { baseline?: string; json?: boolean },
+  flags: { baseline?: string; json?: boolean; style?: MarkdownStyle },
 ): Promise<number> {
-  const { files, summary, diff } = await renderReport(runDir, { baseline: flags.baseline });
+  const { files, summary, diff, dropped } = await renderReport(runDir, {
+    baseline: flags.baseline,
+    style: flags.style,
+  });
   if (flags.json) {
     console.log(JSON.stringify({ files, summary }, null, 2));
   } else {
@@ -22,8 +27,10 @@ export async function reportCommand(
     console.log(
       `${t.pass} passed, ${t.skip} skipped, ${t.fail} failed, ${t.error} harness errors, ${t.missing} missing`,
     );
+    const droppedLine = describeDropped(dropped);
+    if (droppedLine) console.log(droppedLine);
     console.log(`report: ${join(runDir, "report", "html", "index.html")}`);
-    for (const f of files.filter((f) => f.endsWith(".md"))) console.log(`matrix: ${f}`);
+    for (const f of files.filter((f) => /matrix_\w+\.md$/.test(f))) console.log(`matrix: ${f}`);
     if (diff) console.log(renderDiffTable(diff, { colour: shouldColour() }));
   }
   return diff && hasRegressions(diff) ? 1 : 0;

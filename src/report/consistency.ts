@@ -5,17 +5,25 @@
  * A pass with a kernel warning must read as a pass everywhere (🟢 without a link or section in the
  * Markdown, no JUnit failure) and carry its warnings where kmatrix shows them (summary.json, the JUnit
  * system-out, a flagged HTML cell with a dialog); machines' boots and fresh boots as run.json says.
+ * Columns the sources rule out (columns.ts) must be absent from the Markdown, HTML and scap-open
+ * layout, present in JUnit and summary.json, and named in summary.json's droppedColumns. The
+ * Markdown is read in the style it was rendered in (Falco's: matrix_gen's headers, byte-ordered
+ * rows and `#<machine>-<test>` links without dots; kmatrix's: GitHub anchors); <arch>/matrix.md
+ * must be the same text as matrix_<ARCH>.md.
  * Returns the disagreements, one line each; an empty list means the reports agree.
  */
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
+import { type DroppedColumn, droppedColumns, withoutColumns } from "./columns.js";
+import { byteOrder } from "./falco-markdown.js";
 import { JUNIT_TYPE } from "./junit.js";
 import { archesOf, type Cell, type CellVerdict, type LoadedRun, loadRun, rowsOf } from "./load.js";
-import { MARKDOWN_FILE } from "./markdown.js";
+import { archMatrixFile, MARKDOWN_FILE } from "./markdown.js";
 import { scapOpenPath } from "./scap-open-layout.js";
 import type { Summary } from "./summary.js";
+import { title } from "./tablewriter.js";
 import { slugger } from "./text.js";
-import { BASELINE_HEADING, headingOf, isWarnedPass, SYMBOL } from "./verdicts.js";
+import { BASELINE_HEADING, FALCO_SYMBOL, falcoAnchor, headingOf, isWarnedPass, SYMBOL } from "./verdicts.js";
 
 const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', "#39": "'", "#10": "\n" };
 const unescapeXml = (s: string) =>
@@ -47,8 +55,12 @@ function compare(name: string, run: LoadedRun, said: Map<string, CellVerdict>, p
   for (const k of said.keys()) if (!grid.has(k)) problems.push(`${name}: ${k} is not a cell of the run`);
 }
 
-function checkSummary(run: LoadedRun, text: string, problems: string[]) {
+function checkSummary(run: LoadedRun, text: string, dropped: DroppedColumn[], problems: string[]) {
   const s = JSON.parse(text) as Summary;
+  if (!same(s.droppedColumns ?? [], dropped))
+    problems.push(
+      `summary.json: droppedColumns is ${JSON.stringify(s.droppedColumns ?? [])}, expected ${JSON.stringify(dropped)}`,
+    );
   compare("summary.json", run, new Map(s.cells.map((c) => [key(c.machineId, c.test), c.verdict])), problems);
   for (const c of run.cells) {
     const sc = s.cells.find((x) => x.machineId === c.machineId && x.test === c.test);
@@ -113,12 +125,7 @@ const SECTION_LABEL: Record<Exclude<CellVerdict, "pass">, string> = {
   missing: "Missing:",
 };
 
-function checkMarkdown(
-  run: LoadedRun,
-  arch: LoadedRun["machines"][number]["arch"],
-  md: string,
-  problems: string[],
-) {
+function checkMarkdown(run: LoadedRun, arch: Cell["arch"], md: string, problems: string[]) {
   const name = MARKDOWN_FILE[arch];
   const lines = md.split("\n");
   const split = (l: string) =>
@@ -127,42 +134,54 @@ function checkMarkdown(
       .split(/\s*(?<!\\)\|\s*/)
       .map((x) => x.replace(/\\\|/g, "|"));
   const header = split(lines[0] ?? "");
-  if (header[0] !== "Kernel" || header.slice(1).join("\0") !== run.tests.join("\0"))
-    problems.push(`${name}: header is ${lines[0]}`);
+  // kmatrix's style says `Kernel` and the tests as they are; Falco's says them as tablewriter does.
+  const falco = header[0] !== "Kernel";
+  const symbols = falco ? FALCO_SYMBOL : SYMBOL;
+  const expectedHeader = falco ? ["KERNEL", ...run.tests.map(title)] : ["Kernel", ...run.tests];
+  if (header.join("\0") !== expectedHeader.join("\0")) problems.push(`${name}: header is ${lines[0]}`);
+  const end = lines.findIndex((l) => !l.startsWith("|"));
+  // matrix_gen: the table, two blank lines, then the sections (nothing in between).
+  if (falco && !/^\n(# |$)/.test(lines.slice(end + 1).join("\n")))
+    problems.push(`${name}: something other than the sections follows the table`);
 
-  // Anchors as GitHub makes them from the headings in document order.
+  // The sections: by heading text. Falco's links are matrix_gen's; kmatrix's, GitHub's slugs.
   const headings = [...md.matchAll(/^# (.+)$/gm)].map((m) => ({ text: m[1] ?? "", at: m.index ?? 0 }));
   const slug = slugger();
   if (headings[0]?.text !== BASELINE_HEADING) slug(BASELINE_HEADING); // reserved, as the renderer does
   const sections = new Map(
     headings.map((h, i) => [
-      slug(h.text),
-      { text: h.text, body: md.slice(h.at, headings[i + 1]?.at ?? md.length) },
+      h.text,
+      { slug: slug(h.text), body: md.slice(h.at, headings[i + 1]?.at ?? md.length) },
     ]),
   );
 
   const said = new Map<string, CellVerdict>();
-  const rows = rowsOf(run, arch);
-  const tableRows = lines.slice(2, lines.indexOf("")).map(split);
-  if (tableRows.map((r) => r[0]).join("\0") !== rows.map((r) => r.machine.machine).join("\0"))
-    problems.push(`${name}: rows are not the run's ${arch} machines sorted by name`);
+  const machines = rowsOf(run, arch).map((r) => r.machine);
+  if (falco) machines.sort((a, b) => byteOrder(a.machine, b.machine));
+  const tableRows = lines.slice(2, end).map(split);
+  if (tableRows.map((r) => r[0]).join("\0") !== machines.map((m) => m.machine).join("\0"))
+    problems.push(
+      `${name}: rows are not the run's ${arch} machines sorted by ${falco ? "bytes (Go's sort.Strings)" : "name"}`,
+    );
   for (const r of tableRows) {
-    const m = rows.find((x) => x.machine.machine === r[0]);
+    const m = machines.find((x) => x.machine === r[0]);
     r.slice(1).forEach((cell, i) => {
       const test = run.tests[i] ?? "?";
-      const id = key(m?.machine.machineId ?? `${r[0]}?`, test);
+      const id = key(m?.machineId ?? `${r[0]}?`, test);
       const link = /^\[(.+)\]\(#(.+)\)$/.exec(cell);
       const symbol = link ? link[1] : cell;
-      const v = (Object.entries(SYMBOL).find(([, s]) => s === symbol)?.[0] ??
+      const v = (Object.entries(symbols).find(([, s]) => s === symbol)?.[0] ??
         `symbol ${symbol}`) as CellVerdict;
       said.set(id, v);
       if ((v === "pass") !== !link)
         problems.push(`${name}: ${id}: ${v} cell ${link ? "has" : "lacks"} a link`);
       if (!link) return;
-      const section = sections.get(link[2] ?? "");
-      if (section?.text !== headingOf({ machine: r[0] ?? "", test }))
+      const heading = headingOf({ machine: r[0] ?? "", test });
+      const section = sections.get(heading);
+      const anchor = falco ? falcoAnchor(r[0] ?? "", test) : section?.slug;
+      if (!section || link[2] !== anchor)
         problems.push(
-          `${name}: ${id}: link #${link[2]} leads to ${section ? `"# ${section.text}"` : "no heading"}`,
+          `${name}: ${id}: link #${link[2]} does not lead to "# ${heading}"${section ? ` (#${anchor})` : " (no such heading)"}`,
         );
       else if (v !== "pass" && !section.body.includes(`\n\n${SECTION_LABEL[v]}\n`))
         problems.push(`${name}: ${id}: its section lacks "${SECTION_LABEL[v]}"`);
@@ -252,20 +271,25 @@ function checkIndex(run: LoadedRun, html: string, problems: string[]) {
 
 export async function checkReportsAgree(runDir: string): Promise<string[]> {
   const run = await loadRun(runDir);
+  const dropped = droppedColumns(run);
+  const shown = withoutColumns(run, dropped);
   const dir = path.join(runDir, "report");
   const problems: string[] = [];
   const summary = await read(path.join(dir, "summary.json"), problems);
-  if (summary) checkSummary(run, summary, problems);
+  if (summary) checkSummary(run, summary, dropped, problems);
   const junit = await read(path.join(dir, "junit.xml"), problems);
   if (junit) checkJunit(run, junit, problems);
   for (const arch of archesOf(run)) {
     const md = await read(path.join(dir, MARKDOWN_FILE[arch]), problems);
-    if (md) checkMarkdown(run, arch, md, problems);
+    if (md) checkMarkdown(shown, arch, md, problems);
+    const copy = await read(path.join(dir, archMatrixFile(arch)), problems);
+    if (md !== undefined && copy !== undefined && copy !== md)
+      problems.push(`${archMatrixFile(arch)}: not the same text as ${MARKDOWN_FILE[arch]}`);
     const html = await read(path.join(dir, "html", `${arch}.html`), problems);
-    if (html) checkHtml(run, arch, html, problems);
+    if (html) checkHtml(shown, arch, html, problems);
   }
   const index = await read(path.join(dir, "html", "index.html"), problems);
   if (index) checkIndex(run, index, problems);
-  await checkScapOpen(run, dir, problems);
+  await checkScapOpen(shown, dir, problems);
   return problems;
 }

@@ -9,6 +9,7 @@
  * and for a verdict that comes from a builder, that builder's output and console excerpt.
  */
 import type { Arch } from "../config/types.js";
+import type { DroppedColumn } from "./columns.js";
 import { type RunDiff, renderBaselineSection } from "./diff.js";
 import { CSS, JS } from "./html-assets.js";
 import { archesOf, type Cell, type LoadedRun, rowsOf, sourceVersions, VERDICTS } from "./load.js";
@@ -97,7 +98,13 @@ ${boot}${facts.length ? `<p class="muted">${facts.join(" · ")}</p>` : ""}${link
 </dialog>`;
 }
 
-export function renderArchPage(run: LoadedRun, arch: Arch, diff?: RunDiff): string {
+/** One architecture's matrix; `run` is the run as shown (without the `dropped` columns). */
+export function renderArchPage(
+  run: LoadedRun,
+  arch: Arch,
+  diff?: RunDiff,
+  dropped: DroppedColumn[] = [],
+): string {
   const rows = rowsOf(run, arch);
   const cells = rows.flatMap((r) => r.cells);
   const anchors = dialogIdsOf(cells);
@@ -137,7 +144,7 @@ ${rows.map(tr).join("\n")}
 </tbody>
 </table></div>
 <p class="muted legend">${esc(LEGEND)} · ${esc(WARNED_LEGEND)}</p>
-${diff ? renderBaselineSection(diff, "html", arch) : ""}
+${dropped.length ? `<p class="muted dropped">Not shown, skipped everywhere: ${dropped.map((d) => `<code data-dropped-test="${esc(d.test)}">${esc(d.test)}</code> (${esc(d.reason)})`).join(", ")}.</p>\n` : ""}${diff ? renderBaselineSection(diff, "html", arch) : ""}
 ${[...anchors].map(([c, id]) => dialog(c, id, run)).join("\n")}`;
   return page(run, `${arch} · run ${run.run.runId}`, body);
 }

@@ -59,6 +59,8 @@ const runSchema = z.looseObject({
     name: z.string(),
     tests: z.array(z.string()),
     sources: z.array(z.looseObject({ name: z.string(), revision: z.string().optional() })).optional(),
+    /** Tests the sources rule out for the whole run → why (columns.ts), when the engine recorded it. */
+    sourceSkips: z.record(z.string(), z.string()).optional(),
   }),
   machines: z.array(machineSchema),
   builders: z

@@ -4,7 +4,10 @@
  *   <run>/report/<arch>/scap-open-test/<machine>/<test>.json
  *
  * The original has one tree per architecture run and machine names repeat across architectures, so
- * each architecture gets its own tree: point a tool for the original at `<run>/report/<arch>`.
+ * each architecture gets its own tree: point a tool for the original at
+ * `<run>/report/<arch>/scap-open-test` (matrix_gen reads every file under the folder it is given as
+ * a result, and `<run>/report/<arch>/` also holds matrix.md). Columns a run leaves out (columns.ts)
+ * have no files, as kernel-testing has none for them.
  * Each file is an Ansible-style result (to_nice_json: 4 spaces, sorted keys) with `rc`, `skipped`,
  * `stderr`, `msg`, `false_condition`, plus kmatrix's own `verdict` (which the original ignores).
  */

@@ -1,6 +1,7 @@
 /** summary.json: the run in numbers plus the full cell list; also usable as a diff baseline. */
 import type { Arch } from "../config/types.js";
 import type { MachineSummary } from "../results/types.js";
+import type { DroppedColumn } from "./columns.js";
 import type { RunDiff } from "./diff.js";
 import {
   archesOf,
@@ -46,6 +47,11 @@ export interface Summary {
   totals: Record<CellVerdict, number>;
   arches: Partial<Record<Arch, ArchSummary>>;
   cells: SummaryCell[];
+  /**
+   * Tests the sources rule out for the whole run (columns.ts): not a column in the Markdown, HTML or
+   * scap-open layout (their cells are still listed above, as skips). Absent when there are none.
+   */
+  droppedColumns?: DroppedColumn[];
   /** Present when the report was rendered with a baseline. */
   baseline?: RunDiff & { origin: string };
 }
@@ -65,7 +71,11 @@ function wallMs(cells: Cell[]): number | undefined {
   return Math.max(...spans.map((s) => s[1])) - Math.min(...spans.map((s) => s[0]));
 }
 
-export function buildSummary(run: LoadedRun, baseline?: Summary["baseline"]): Summary {
+export function buildSummary(
+  run: LoadedRun,
+  baseline?: Summary["baseline"],
+  dropped: DroppedColumn[] = [],
+): Summary {
   const r = run.run;
   const durationMs = r.endedAt ? Date.parse(r.endedAt) - Date.parse(r.startedAt) : Number.NaN;
   const arches: Summary["arches"] = {};
@@ -108,6 +118,7 @@ export function buildSummary(run: LoadedRun, baseline?: Summary["baseline"]): Su
       ...(c.reason !== undefined && { reason: c.reason }),
       ...(c.record?.kernelWarnings?.length && { kernelWarnings: c.record.kernelWarnings }),
     })),
+    ...(dropped.length && { droppedColumns: dropped }),
     ...(baseline && { baseline }),
   };
 }

@@ -10,6 +10,14 @@ export const SYMBOL: Record<CellVerdict, string> = {
   missing: "❔",
 };
 
+/**
+ * Falco's Markdown (matrix_gen's symbols for pass, skip and fail). kmatrix's own verdicts are one
+ * code point each, so that libs' release notes strip their links as they strip the others
+ * (`sed 's/\[\(.\)\]([^)]*)/\1/g'`: one character inside the brackets): ⚠ without the emoji
+ * variation selector, ❔.
+ */
+export const FALCO_SYMBOL: Record<CellVerdict, string> = { ...SYMBOL, error: "⚠" };
+
 export const MEANING: Record<CellVerdict, string> = {
   pass: "passed",
   skip: "skipped: not applicable here (its condition says why)",
@@ -20,6 +28,12 @@ export const MEANING: Record<CellVerdict, string> = {
 
 export const LEGEND =
   "🟢 passed · 🟡 skipped · ❌ failed (driver) · ⚠️ harness error (not the driver) · ❔ no result recorded";
+
+export const FALCO_LEGEND =
+  "🟢 passed · 🟡 skipped · ❌ failed (driver) · ⚠ harness error (not the driver) · ❔ no result recorded";
+
+/** matrix_gen's link to a cell's section: `<machine>-<test>` with every dot removed, capitals kept. */
+export const falcoAnchor = (machine: string, test: string) => `${machine}-${test}`.replace(/\./g, "");
 
 /** The heading of a cell's section; its GitHub slug is the cell's anchor in Markdown and HTML. */
 export const headingOf = (c: Pick<Cell, "machine" | "test">) => `${c.machine} ${c.test}`;

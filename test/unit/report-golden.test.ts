@@ -1,7 +1,9 @@
 /**
  * Golden files: the fixture run (test/unit/fixtures/report/run.ts) rendered, compared byte for byte
- * with test/unit/fixtures/report/golden*. After an intended change: UPDATE_GOLDEN=1 npx vitest run
- * test/unit/report-golden.test.ts, then review the diff of the goldens.
+ * with test/unit/fixtures/report/golden* (golden-kmatrix: the Markdown of `--style kmatrix`, which
+ * must not change). After an intended change: UPDATE_GOLDEN=1 npx vitest run
+ * test/unit/report-golden.test.ts, then review the diff of the goldens. (The hand-derived Falco
+ * matrices in fixtures/report/falco are checked by markdown-falco.test.ts and never rewritten.)
  * Goldens end in .golden so that no formatter or linter rewrites them.
  */
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -83,6 +85,25 @@ describe("golden reports", () => {
       "bpf-probe_scap-open",
       "modern-bpf_scap-open",
     ]);
+  });
+
+  it("renders kmatrix's own Markdown with style kmatrix, as it always was", async () => {
+    const runDir = path.join(tmp, "run");
+    await renderReport(runDir, { style: "kmatrix" });
+    for (const rel of ["matrix_X64.md", "matrix_ARM64.md"]) {
+      const md = await readFile(path.join(runDir, "report", rel), "utf8");
+      await golden("golden-kmatrix", rel, md);
+    }
+    expect(await readFile(path.join(runDir, "report", "x86_64", "matrix.md"), "utf8")).toBe(
+      await readFile(path.join(runDir, "report", "matrix_X64.md"), "utf8"),
+    );
+    await renderReport(runDir, { style: "kmatrix", baseline: path.join(tmp, "base") });
+    for (const rel of ["matrix_X64.md", "matrix_ARM64.md"])
+      await golden(
+        "golden-kmatrix",
+        `baseline/${rel}`,
+        await readFile(path.join(runDir, "report", rel), "utf8"),
+      );
   });
 
   it("renders the baseline sections and diff table as the goldens say", async () => {
