@@ -14,7 +14,8 @@ import { mkdtemp, readdir, readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { reportCommand } from "../../src/cli/report.js";
 import { describeDropped, droppedColumns } from "../../src/report/columns.js";
 import { checkReportsAgree, loadRun, renderReport } from "../../src/report/index.js";
 import { renderTable, runeWidth, stringWidth, title } from "../../src/report/tablewriter.js";
@@ -292,6 +293,24 @@ describe("columns follow the libs version", () => {
     expect(describeDropped(droppedColumns(await loadRun(path.dirname(recorded))))).toBe(
       `columns not shown, skipped everywhere because the sources rule them out: bpf-probe_build, bpf-probe_scap-open (${reason})`,
     );
+  });
+
+  it("kmatrix report says in one line which columns it left out and why", async () => {
+    const dir = await writeTo("libs-cli", libs024Run("recorded"));
+    const log = vi.spyOn(console, "log").mockImplementation(() => {});
+    try {
+      expect(await reportCommand(dir, {})).toBe(0);
+      const lines = log.mock.calls.map((c) => String(c[0]));
+      expect(lines.filter((l) => l.includes("bpf-probe_build"))).toEqual([
+        `columns not shown, skipped everywhere because the sources rule them out: bpf-probe_build, bpf-probe_scap-open (${NO_LEGACY_PROBE}; libs is master (48dfd53cd23f))`,
+      ]);
+      expect(lines.filter((l) => l.startsWith("matrix: "))).toEqual([
+        `matrix: ${path.join(dir, "report", "matrix_ARM64.md")}`,
+        `matrix: ${path.join(dir, "report", "matrix_X64.md")}`,
+      ]);
+    } finally {
+      log.mockRestore();
+    }
   });
 
   it("keeps a column whose cells were skipped for any other reason", async () => {
