@@ -92,6 +92,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       origin: plan.origin,
       tests: plan.tests.map((t) => t.name),
       ...(Object.keys(plan.env).length ? { env: plan.env } : {}),
+      ...(skips.size ? { sourceSkips: Object.fromEntries(skips) } : {}),
       sources: [...sources].map(([name, s]) => ({ name, dir: s.dir, revision: s.revision })),
     },
     machines: previous?.machines ?? machines.map((m) => ({ machineId: m.id, machine: m.name, arch: m.arch })),

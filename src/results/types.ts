@@ -115,6 +115,8 @@ export interface RunRecord {
     tests: string[];
     /** The plan's variables as this run set them. */
     env?: Record<string, string>;
+    /** Tests skipped on every machine because the sources lack what they test: test → reason (reports drop those columns). */
+    sourceSkips?: Record<string, string>;
     /** The sources the plan ran against and, when git could tell, their versions. */
     sources?: { name: string; dir: string; revision?: string }[];
   };
