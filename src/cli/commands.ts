@@ -129,6 +129,7 @@ export function registerCommands(program: Command): void {
         .choices(["auto", "vm", "container"])
         .default("auto"),
     )
+    .option("--rebuild", "run every builder, even when its artifacts are cached from an earlier run")
     .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
       const sources = { ...flags.source, ...(flags.libs ? { libs: flags.libs } : {}) };

@@ -114,7 +114,8 @@ function describe(e: RunEvent): string | undefined {
       return `${e.machineId}: builder ${e.builder} started (${e.isolation === "vm" ? "in a VM" : "in a container"} of ${e.ranOn ? `${e.ranOn}, cross-building` : "the image"})`;
     case "builder-ended": {
       const r = e.record;
-      return `${r.machineId}: builder ${r.builder} ${r.ok ? "ok" : `FAILED: ${r.reason}`}${refusedNote(r.refused)}`;
+      const outcome = r.ok ? (r.cached ? "reused (cached)" : "ok") : `FAILED: ${r.reason}`;
+      return `${r.machineId}: builder ${r.builder} ${outcome}${refusedNote(r.refused)}`;
     }
     case "step-started":
       return e.test.endsWith(".rerun")
@@ -181,7 +182,10 @@ export function liveProgress(stream: NodeJS.WriteStream): {
           status.set(e.machineId, `building ${e.builder}…`);
           break;
         case "builder-ended":
-          status.set(e.record.machineId, `builder ${e.record.builder} ${e.record.ok ? "ok" : "FAILED"}`);
+          status.set(
+            e.record.machineId,
+            `builder ${e.record.builder} ${e.record.ok ? (e.record.cached ? "reused (cached)" : "ok") : "FAILED"}`,
+          );
           above(describe(e) ?? "");
           return;
         case "step-started":

@@ -25,6 +25,8 @@ export interface RunFlags {
   jobs?: number;
   /** Where builders run (see EngineOptions.builders). */
   builders?: "vm" | "container" | "auto";
+  /** Run builders even when their artifacts are cached. */
+  rebuild?: boolean;
   /** Plan source locations given on the command line (`--libs`, `--source name=…`). */
   sources?: Record<string, string>;
   /** `--set NAME=VALUE`: plan variables. */
@@ -123,6 +125,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       kept,
       keptBuilders,
       builders: flags.builders ?? "auto",
+      rebuild: flags.rebuild,
     });
   } finally {
     restoreInterrupt();

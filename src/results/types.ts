@@ -77,6 +77,10 @@ export interface BuilderRecord {
    * bits and owners are dropped without a word.) Absent when nothing was refused.
    */
   refused?: { path: string; why: string }[];
+  /** The digest of everything the artifacts depend on (see run/builder-cache.ts). */
+  cacheKey?: string;
+  /** The artifacts came from kmatrix's cache (an earlier run with the same inputs); nothing ran. */
+  cached?: boolean;
   outputTail?: string;
   /** Console excerpt when the builder machine's kernel panicked, oopsed or hung. */
   console?: string;

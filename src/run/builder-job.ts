@@ -7,6 +7,7 @@ import type { BuilderSpec } from "../plan/schema.js";
 import type { BuilderRecord } from "../results/types.js";
 import { listFiles } from "../util/safe-extract.js";
 import { hostArch } from "../vm/accel.js";
+import { builderCacheKey, restoreBuilder, storeBuilder } from "./builder-cache.js";
 import {
   builderKey,
   type Engine,
@@ -42,10 +43,12 @@ export async function runBuilder(
   };
   if (!machine)
     return finish({ ...base, ok: false, fault: "harness", reason: `no machine ${b.machine} for ${arch}` });
+  const needed: BuilderRecord[] = [];
   for (const need of b.needs) {
     const r = await results.get(builderKey(arch, need));
     if (!r?.ok)
       return finish({ ...base, ok: false, fault: r?.fault, reason: `needs builder ${need}, which failed` });
+    needed.push(r);
   }
   const started = Date.now();
   const step = `builder:${b.name}`;
@@ -58,6 +61,10 @@ export async function runBuilder(
     const image = await e.provider.image(machine, (line) =>
       e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
     );
+    const cacheKey = await builderCacheKey(e, b, arch, machine, image, needed);
+    const artifactsDir = join(e.outDir, "artifacts", arch, b.name);
+    const hit = e.rebuild ? undefined : await restoreBuilder(b.name, arch, cacheKey, artifactsDir);
+    if (hit) return finish({ ...hit, ...base, artifacts: hit.artifacts, cacheKey, cached: true });
     isolation = b.needsKernel ? "vm" : await builderIsolation(e, machine, image);
     e.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: slot, ranOn, isolation });
     if (isolation === "container") {
@@ -112,14 +119,17 @@ export async function runBuilder(
     if (!(await lstat(mine).catch(() => undefined))) await mkdir(mine);
     // Listed on the host from what was extracted, so the record names only files that exist.
     const artifacts = await listFiles(mine);
-    return finish({
+    const record: BuilderRecord = {
       ...base,
       ...facts,
       ok: true,
       durationMs: Date.now() - started,
       artifacts,
+      cacheKey,
       ...(refused.length > 0 && { refused }),
-    });
+    };
+    await storeBuilder(record, cacheKey, mine);
+    return finish(record);
   } catch (err) {
     return finish({
       ...base,

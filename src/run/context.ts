@@ -39,10 +39,15 @@ export interface EngineOptions {
   builders: "vm" | "container" | "auto";
   /** Images and machines; the real ones unless a unit test scripts them (test/unit/fake-machines.ts). */
   provider?: MachineProvider;
+  /** Run every builder even when its artifacts are cached (--rebuild). */
+  rebuild?: boolean;
 }
 
-/** The engine's options with the provider chosen. */
-export type Engine = EngineOptions & { provider: MachineProvider };
+/** The engine's options with the provider chosen, and the sources' digests (computed once, when a builder asks). */
+export type Engine = EngineOptions & {
+  provider: MachineProvider;
+  sourceDigests: () => Promise<Record<string, string>>;
+};
 
 export const cellKey = (machineId: string, test: string) => `${machineId}/${test}`;
 export const builderKey = (arch: Arch, builder: string) => `${arch}/${builder}`;

@@ -1,4 +1,5 @@
 import type { Arch } from "../config/types.js";
+import { digestSource } from "../plan/source-digest.js";
 import type { BuilderRecord } from "../results/types.js";
 import { runBuilder } from "./builder-job.js";
 import { builderKey, cellKey, type Engine, type EngineOptions, harnessReason } from "./context.js";
@@ -16,7 +17,17 @@ export { builderKey, cellKey, type EngineOptions, GUEST } from "./context.js";
  * ends as harness errors for its own cells; the other jobs go on.
  */
 export async function runEngine(options: EngineOptions): Promise<void> {
-  const e: Engine = { ...options, provider: options.provider ?? realMachines(options.matrix.archive) };
+  let digests: Promise<Record<string, string>> | undefined;
+  const e: Engine = {
+    ...options,
+    provider: options.provider ?? realMachines(options.matrix.archive),
+    sourceDigests: () => {
+      digests ??= Promise.all(
+        [...options.sources].map(async ([name, src]) => [name, await digestSource(src)] as const),
+      ).then(Object.fromEntries);
+      return digests;
+    },
+  };
   const arches = [...new Set(e.machines.map((m) => m.arch))];
   const builderResults = new Map<string, Promise<BuilderRecord>>();
   const settle = new Map<string, (r: BuilderRecord) => void>();

@@ -14,7 +14,14 @@ import { type FakeScript, fakeMachines } from "./fake-machines.js";
 
 const MATRIX = `machines:\n  - { name: m, arch: x86_64, kernel: { source: debian, suite: bookworm } }\n`;
 
-async function run(planYaml: string, script: FakeScript, kept: CellRecord[] = []) {
+async function run(
+  planYaml: string,
+  script: FakeScript,
+  kept: CellRecord[] = [],
+  opts: { cache?: string; rebuild?: boolean } = {},
+) {
+  // Builders' artifacts are cached: every run gets its own cache unless a test shares one.
+  process.env.KMATRIX_CACHE = opts.cache ?? (await mkdtemp(join(tmpdir(), "kmx-engine-cache-")));
   const matrix = parseMatrix(MATRIX, "fake.yaml");
   const plan = parsePlan(`name: p\n${planYaml}`, "p.yaml", "/");
   const { provider, log } = fakeMachines(script);
@@ -36,6 +43,7 @@ async function run(planYaml: string, script: FakeScript, kept: CellRecord[] = []
     kept: new Map(kept.map((c) => [`${c.machineId}/${c.test}`, c])),
     keptBuilders: new Map(),
     builders: "vm",
+    rebuild: opts.rebuild,
     provider,
   });
   const cells: Record<string, CellRecord> = {};
@@ -273,6 +281,42 @@ tests:
       reason:
         "builder b could not run: the builder's environment is not usable (exit 78): libbpf 1.1 is older than 1.2",
     });
+  });
+});
+
+describe("builders' artifacts are cached across runs (fake machines)", () => {
+  const plan = `sources: { src: ${JSON.stringify(new URL("../fixtures/faults/modules", import.meta.url).pathname)} }
+builders:
+  - { name: b, machine: m, command: do-builder }
+tests:
+  - { name: uses_b, command: do-test, uses: [b] }
+`;
+
+  it("a second run with the same inputs reuses them and says so; --rebuild or a changed builder runs it again", async () => {
+    const cache = await mkdtemp(join(tmpdir(), "kmx-builder-cache-"));
+    const first = await run(plan, { steps: {} }, [], { cache });
+    expect(first.builders.b).toMatchObject({ ok: true, cacheKey: expect.any(String) });
+    expect(first.builders.b?.cached).toBeUndefined();
+    expect(first.log.steps).toContain("m@x86_64#1: do-builder");
+
+    const second = await run(plan, { steps: {} }, [], { cache });
+    expect(second.builders.b).toMatchObject({ ok: true, cached: true, cacheKey: first.builders.b?.cacheKey });
+    expect(second.log.steps).not.toContain("m@x86_64#1: do-builder");
+    expect(second.cells.uses_b?.verdict).toBe("pass");
+
+    const forced = await run(plan, { steps: {} }, [], { cache, rebuild: true });
+    expect(forced.builders.b?.cached).toBeUndefined();
+    const changed = await run(plan.replace("do-builder", "do-builder --other"), { steps: {} }, [], { cache });
+    expect(changed.builders.b?.cached).toBeUndefined();
+    expect(changed.builders.b?.cacheKey).not.toBe(first.builders.b?.cacheKey);
+  });
+
+  it("a failed builder is never cached", async () => {
+    const cache = await mkdtemp(join(tmpdir(), "kmx-builder-cache-"));
+    await run(plan, { steps: { "do-builder": { result: { exitCode: 1 } } } }, [], { cache });
+    const again = await run(plan, { steps: {} }, [], { cache });
+    expect(again.builders.b).toMatchObject({ ok: true });
+    expect(again.builders.b?.cached).toBeUndefined();
   });
 });
 

@@ -95,7 +95,11 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
         machineId: machine.id,
         kernelRelease: script.kernelRelease ?? "6.1.0-99-cloud-amd64",
         kernelVersion: "6.1.99",
-        manifests: {},
+        manifests: {
+          kernel: { key: "fake-kernel" },
+          boot: { key: "fake-boot" },
+          rootfs: { key: "fake-rootfs" },
+        },
       }) as unknown as MachineImage,
     async boot(machine, _image, req) {
       const n = (log.boots[machine.id] ?? 0) + 1;
