@@ -2,12 +2,14 @@ import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
 import { MARKDOWN_STYLES, type MarkdownStyle } from "../report/index.js";
+import { parseShard } from "../run/shard.js";
 import { UsageError } from "../util/errors.js";
 import { VERSION } from "../util/package-root.js";
 import { hostArch } from "../vm/accel.js";
 import { cleanStaleRuns } from "../vm/run-dirs.js";
 import { runDoctor } from "./doctor.js";
-import { buildImages, listImages, pruneImages } from "./images.js";
+import { buildImages, imageKeys, listImages, pruneImages } from "./images.js";
+import { mergeCommand } from "./merge.js";
 import { diffCommand, reportCommand } from "./report.js";
 import { runCommand } from "./run.js";
 import { runShell } from "./shell.js";
@@ -82,6 +84,19 @@ export function registerCommands(program: Command): void {
       await buildImages(matrix, machines, { refresh: flags.refresh });
     });
   images
+    .command("keys [machines...]")
+    .description(
+      "the cache entries (named by their recipes' digests) of the selected machines' images; builds nothing",
+    )
+    .addOption(configOption())
+    .addOption(archOption())
+    .addOption(machineOption())
+    .option("--json", "machine-readable output (with the cache's directory)")
+    .action(async (names: string[], flags: MatrixFlags & { json?: boolean }) => {
+      const { matrix, machines } = await selected(flags, names);
+      await imageKeys(matrix, machines, flags);
+    });
+  images
     .command("list")
     .description("list cached images")
     .option("--json", "machine-readable output")
@@ -130,6 +145,16 @@ export function registerCommands(program: Command): void {
         .default("auto"),
     )
     .option("--rebuild", "run every builder, even when its artifacts are cached from an earlier run")
+    .option(
+      "--shard <i/n>",
+      "run only shard i of n: a deterministic share of the selected machines, balanced by architecture",
+      (value: string) => parseShard(value),
+    )
+    .option("--balance-from <run>", "with --shard: balance the shards by the machines' durations in that run")
+    .option(
+      "--builders-from <run>",
+      "take that run's successful builders (artifacts and records) instead of running them here",
+    )
     .option("--baseline <run>", "compare with a previous run in the report")
     .action(async (flags) => {
       const sources = { ...flags.source, ...(flags.libs ? { libs: flags.libs } : {}) };
@@ -137,6 +162,16 @@ export function registerCommands(program: Command): void {
       console.log(`results: ${outcome.outDir}`);
       await reportCommand(outcome.outDir, { baseline: flags.baseline });
       process.exitCode = outcome.exitCode;
+    });
+
+  program
+    .command("merge <runs...>")
+    .description(
+      "reassemble one run from the runs of a sharded fan-out (run --shard), then render its reports",
+    )
+    .requiredOption("-o, --output <dir>", "the merged run's directory (new or empty)")
+    .action(async (runs: string[], flags: { output: string }) => {
+      process.exitCode = await mergeCommand(runs, flags);
     });
 
   program

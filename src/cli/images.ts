@@ -1,5 +1,5 @@
 import { readdir, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Machine, Matrix } from "../config/types.js";
 import { cacheRoot, readManifest } from "../images/cache.js";
 import { planImage, prepareImage } from "../images/index.js";
@@ -23,6 +23,33 @@ export async function buildImages(
       `${machine.id}\t${image.kernelRelease}\t${((Date.now() - started) / 1000).toFixed(1)} s\t${image.disk}`,
     );
   }
+}
+
+/**
+ * `kmatrix images keys`: the cache entries (`<kind>/<name>`, named by their recipe's digest) the
+ * selected machines' images are, without building anything; the same recipes give the same lines,
+ * so a digest of them keys a CI cache of the images (the action's actions/cache step). Boot
+ * entries depend on this cache's SSH key as well; kernels and root disks only on the archive.
+ */
+export async function imageKeys(
+  matrix: Matrix,
+  machines: Machine[],
+  flags: { json?: boolean; refresh?: boolean },
+): Promise<void> {
+  const entries: { machineId: string; kind: (typeof KINDS)[number]; entry: string; dir: string }[] = [];
+  for (const machine of machines) {
+    const plan = await planImage(machine, { archive: matrix.archive, refresh: flags.refresh, log: progress });
+    const parts = { kernels: plan.kernel, boot: plan.boot, rootfs: plan.rootfs };
+    for (const kind of KINDS)
+      entries.push({
+        machineId: machine.id,
+        kind,
+        entry: `${kind}/${basename(parts[kind].dir)}`,
+        dir: parts[kind].dir,
+      });
+  }
+  if (flags.json) console.log(JSON.stringify({ cacheRoot: cacheRoot(), entries }, null, 2));
+  else for (const e of entries) console.log(`${e.entry}\t${e.machineId}`);
 }
 
 interface CacheEntry {

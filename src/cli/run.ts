@@ -2,13 +2,15 @@ import { existsSync, readdirSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { loadMatrix, selectMachines } from "../config/load.js";
-import type { Arch } from "../config/types.js";
+import type { Arch, Machine } from "../config/types.js";
 import { applySettings, bindSources, type GivenLocation, loadPlan } from "../plan/load.js";
 import { materializeSources, sourceSkips } from "../plan/sources.js";
+import { checkSameRun, importBuilders, readRunDir } from "../results/merge.js";
 import { ResultStore, readExisting } from "../results/store.js";
 import type { BuilderRecord, CellRecord, RunRecord } from "../results/types.js";
 import { builderKey, cellKey, runEngine } from "../run/engine.js";
 import { EventBus } from "../run/events.js";
+import { formatShard, machineDurations, type Shard, shardMachines } from "../run/shard.js";
 import { UsageError } from "../util/errors.js";
 import { onInterrupt } from "../vm/processes.js";
 import { createRunDir, removeRunDir } from "../vm/run-dirs.js";
@@ -31,6 +33,12 @@ export interface RunFlags {
   sources?: Record<string, string>;
   /** `--set NAME=VALUE`: plan variables. */
   settings?: Record<string, string>;
+  /** `--shard i/n`: only this shard's share of the selected machines (run/shard.ts). */
+  shard?: Shard;
+  /** `--balance-from <run>`: balance the shards by that run's machine durations. */
+  balanceFrom?: string;
+  /** `--builders-from <run>`: take that run's successful builders instead of running them. */
+  buildersFrom?: string;
 }
 
 export interface RunOutcome {
@@ -40,8 +48,17 @@ export interface RunOutcome {
 
 /** `kmatrix run`: images, builders, machines; results on disk as they happen. */
 export async function runCommand(flags: RunFlags, version: string): Promise<RunOutcome> {
+  if (flags.balanceFrom && !flags.shard) throw new UsageError("--balance-from: only with --shard i/n");
+  if (flags.buildersFrom && flags.resume)
+    throw new UsageError("--builders-from: not with --resume (a resumed run keeps its own builders)");
   const matrix = await loadMatrix({ configPath: flags.config });
-  const machines = selectMachines(matrix, { arch: flags.arch, patterns: flags.machine });
+  const machines = await shardOf(
+    selectMachines(matrix, { arch: flags.arch, patterns: flags.machine }),
+    flags,
+  );
+  const buildersFrom = flags.buildersFrom
+    ? await readRunDir(flags.buildersFrom, "--builders-from")
+    : undefined;
   const given = new Map<string, GivenLocation>();
   for (const s of matrix.sources) given.set(s.name, { ...s, from: `${matrix.origin}: sources.${s.name}` });
   for (const [name, spec] of Object.entries(flags.sources ?? {}))
@@ -100,6 +117,22 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
     machines: previous?.machines ?? machines.map((m) => ({ machineId: m.id, machine: m.name, arch: m.arch })),
     builders: previous?.builders ?? [],
   };
+  if (buildersFrom) {
+    checkSameRun(
+      buildersFrom,
+      { dir: "this run", run, cells: [] },
+      { tests: false, what: "--builders-from" },
+    );
+    const taken = await importBuilders(buildersFrom, outDir, {
+      arches: [...new Set(machines.map((m) => m.arch))],
+      builders: plan.builders.map((b) => b.name),
+    });
+    for (const b of taken) keptBuilders.set(builderKey(b.arch, b.builder), b);
+    run.builders = taken;
+    progress(
+      `--builders-from ${buildersFrom.dir}: took ${taken.map((b) => `${b.builder} (${b.arch})`).join(", ") || "no builder"}`,
+    );
+  }
   bus.emit({ type: "run-started", run: structuredClone(run) });
 
   // SIGINT/SIGTERM: stop every VM now; the engine unwinds without recording the cut-short cells.
@@ -142,6 +175,18 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   const cells = final.cells.filter((c) => machines.some((m) => m.id === c.machineId));
   const bad = cells.filter((c) => c.verdict === "fail" || c.verdict === "error").length;
   return { exitCode: bad > 0 || cells.length < expected ? 1 : 0, outDir };
+}
+
+/** `--shard i/n` (balanced by `--balance-from`'s durations when given): this shard's machines. */
+async function shardOf(selected: Machine[], flags: RunFlags): Promise<Machine[]> {
+  if (!flags.shard) return selected;
+  const previous = flags.balanceFrom ? await readRunDir(flags.balanceFrom, "--balance-from") : undefined;
+  const durations = previous && machineDurations(previous.run, previous.cells);
+  const mine = shardMachines(selected, flags.shard, durations);
+  progress(
+    `shard ${formatShard(flags.shard)}: ${mine.length} of ${selected.length} machines${mine.length ? ` (${mine.map((m) => m.id).join(", ")})` : ""}${previous ? `, balanced by the durations of ${previous.dir}` : ""}`,
+  );
+  return mine;
 }
 
 /**
