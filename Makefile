@@ -4,10 +4,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
 # Every package of src/vm/host-tools.ts (the doctor's list; test/unit/host-tools.test.ts checks both).
-# Essential ones (coreutils, dash, gzip, hostname, util-linux, dpkg) are always there: `deps` only checks them.
-DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils qemu-user-static binfmt-support \
+# Essential ones (bash, coreutils, gzip, util-linux, dpkg) are always there: `deps` only checks them.
+DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils passt qemu-user-static binfmt-support \
 	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
-	git mount iproute2 dash hostname gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji
+	git mount bash bubblewrap slirp4netns gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean

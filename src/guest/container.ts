@@ -1,6 +1,7 @@
 import type { Stats } from "node:fs";
-import { copyFile, lstat, mkdir, realpath, rm, stat } from "node:fs/promises";
+import { chmod, chown, copyFile, lstat, mkdir, realpath, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as tar from "tar";
 import { type ExtractResult, type Refusal, safeExtract } from "../util/safe-extract.js";
@@ -8,19 +9,40 @@ import { startOwned } from "../vm/processes.js";
 import type { ExecOptions, ExecResult } from "./ssh.js";
 
 /**
- * A machine's userland without its kernel, for builders when no VM can run at native speed.
+ * A machine's userland without its kernel, in a sandbox, for builders when no VM can run at
+ * native speed.
  *
  * Why: without KVM every instruction of an emulated machine is translated, and compilers run
  * ~50x slower than on the host (libs' modern probe: over an hour instead of three minutes).
  * A builder needs the machine's distribution, packages and compilers, not its kernel, so its
- * command runs in a container of the same root disk: natively for the host's architecture,
- * through qemu-user (binfmt_misc) for the other one (~4x faster than a whole emulated machine).
+ * command runs in a sandbox of the same root disk: natively for the host's architecture, through
+ * qemu-user (binfmt_misc) for the other one (~4x faster than a whole emulated machine).
  *
- * Each command gets fresh private namespaces (mount, PID, IPC, UTS, and network unless the machine
- * may reach the internet): the cached disk is mounted read-only under an overlay whose upper layer
- * lives in `workDir` and carries the builder's files from one command to the next. Nothing stays
- * mounted between commands, so nothing can leak when kmatrix dies. Needs root (loop and overlay
- * mounts); test machines always boot as VMs.
+ * A builder's command is anyone's code (a pull request in CI), so the sandbox is built to hold it
+ * (bubblewrap, run unprivileged):
+ * - Root inside is uid {@link SANDBOX_UID} outside, a dedicated unprivileged uid: bwrap itself
+ *   runs as that uid (`setpriv --reuid`), so its user namespace maps only that uid, and nothing
+ *   in it has a capability outside its own namespaces (bwrap drops them all inside as well, and
+ *   `--disable-userns` forbids nested user namespaces). The image's files belong to real root and
+ *   show as `nobody` inside: readable and runnable, never writable.
+ * - Fresh PID, IPC, UTS, cgroup and network namespaces for every command (`--unshare-all`);
+ *   the network has only a loopback, or with `vm.internet` a user-mode network (slirp4netns,
+ *   unprivileged too, host loopback refused) — never the host's network namespace.
+ * - A minimal /dev (null, zero, full, random, urandom, tty, pts, shm), a new /proc whose
+ *   /proc/sys, sysrq-trigger and friends belong to real root (read-only inside), no /sys, tmpfs
+ *   /tmp and /run; bwrap's processes die with kmatrix (`--die-with-parent`) and have no terminal
+ *   (`--new-session`).
+ *
+ * The root filesystem: each command runs `unshare --mount` (as root) into a private mount
+ * namespace that lives exactly as long as the command: the cached disk is loop-mounted there
+ * read-only under an overlay whose upper layer (`workDir/upper`, owned by the sandbox uid)
+ * carries the builder's files from one command to the next, and the merged tree is mounted on that
+ * namespace's /run, where bwrap (unprivileged: it cannot walk into root's run directory) binds it
+ * as its "/". Nothing is
+ * mounted between commands or in the host's namespace, so nothing can stay mounted when kmatrix
+ * dies (the loop device is released with the namespace). Loop-mounting per command costs ~20 ms
+ * (bench/sandbox.ts), less than keeping a holder process and cheaper than unpacking a 1 GB image.
+ * That mount is the only part that still needs root on the host.
  */
 export class ContainerSession {
   private readonly upper: string;
@@ -34,47 +56,110 @@ export class ContainerSession {
   }
 
   static async start(opts: { disk: string; workDir: string; internet?: boolean }): Promise<ContainerSession> {
-    for (const d of ["upper", "work", "lower", "root"])
-      await mkdir(join(opts.workDir, d), { recursive: true });
+    // Root's alone: an upper layer (owned by the sandbox uid, which every sandbox shares) is
+    // reached only through its own sandbox's root.
+    await mkdir(opts.workDir, { recursive: true });
+    await chmod(opts.workDir, 0o700);
+    for (const d of ["work", "lower"]) await mkdir(join(opts.workDir, d), { recursive: true });
     const session = new ContainerSession(opts.disk, opts.workDir, opts.internet ?? false);
+    // The overlay's upper layer is the sandbox's "/" (its root owns it) with a home directory
+    // ($HOME=/root; the image's /root is real root's); the rest of the image stays read-only.
+    await session.ownedDir(session.upper, 0o755);
+    await session.ownedDir(join(session.upper, "root"), 0o700);
+    if (session.network) {
+      // slirp4netns's DNS forwarder; real root's file, so the builder cannot change it.
+      await mkdir(join(session.upper, "etc"), { recursive: true, mode: 0o755 });
+      await writeFile(join(session.upper, "etc", "resolv.conf"), `nameserver ${SLIRP_DNS}\n`, {
+        mode: 0o644,
+      });
+    }
     const probe = await session.run("true", { timeoutMs: 60_000 });
     if (probe.exitCode !== 0)
-      throw new Error(`cannot enter a container of ${opts.disk}: ${probe.stderr.trim().split("\n").at(-1)}`);
+      throw new Error(
+        `cannot enter a sandbox of ${opts.disk}: ${probe.stderr.trim().split("\n").at(-1) || `exit ${probe.exitCode ?? probe.signal}`}`,
+      );
     return session;
   }
 
   /**
-   * Runs a shell command inside; the whole namespace dies with it, on a timeout too. Failing to
-   * enter the container throws (a harness error), so it never reads as the command's exit code.
+   * Runs a shell command inside; the whole sandbox dies with it, on a timeout too. Failing to
+   * enter the sandbox throws (a harness error), so it never reads as the command's exit code.
    */
   async run(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
     const started = Date.now();
-    // The setup is a fixed script; paths and the command are arguments, never parsed by a shell
-    // on the host (the command runs under the container's own sh).
+    const bwrap = [
+      "--unshare-all",
+      // With the internet, the network namespace is the one SETUP's `unshare --net` made, where
+      // slirp4netns plugs in (bwrap's own would belong to a user namespace slirp4netns cannot enter).
+      ...(this.network ? ["--share-net"] : []),
+      "--unshare-user",
+      "--disable-userns",
+      "--uid",
+      "0",
+      "--gid",
+      "0",
+      "--hostname",
+      "kmatrix-builder",
+      "--dev",
+      "/dev",
+      "--proc",
+      "/proc",
+      "--tmpfs",
+      "/tmp",
+      "--tmpfs",
+      "/run",
+      "--die-with-parent",
+      "--new-session",
+      "--cap-drop",
+      "ALL",
+      "--chdir",
+      "/",
+      // fd 4: bwrap names the sandbox's pid (for slirp4netns); fd 5: it waits for the network.
+      ...(this.network ? ["--info-fd", "4", "--block-fd", "5"] : []),
+    ];
+    const stdin = typeof opts.stdin === "string" ? "pipe" : (opts.stdin ?? "ignore");
+    // bwrap's --block-fd: one byte once the network is up (an iterable: execa pipes it in).
+    let unblock = () => {};
+    const networkUp = new Promise<void>((resolve) => {
+      unblock = resolve;
+    });
+    async function* blockFd() {
+      await networkUp;
+      yield "1";
+    }
+    // The set-up is a fixed script; paths and the command are arguments, never parsed by a shell
+    // on the host (the command runs under the sandbox's own sh).
     const child = startOwned(
       "unshare",
       [
         "--mount",
-        "--pid",
-        "--ipc",
-        "--uts",
-        ...(this.network ? [] : ["--net"]),
-        "--fork",
-        "--kill-child",
         "--propagation",
         "private",
         "--",
-        "sh",
+        "bash",
         "-c",
         SETUP,
-        "kmatrix-container",
+        "kmatrix-sandbox",
         this.disk,
-        ...["lower", "upper", "work", "root"].map((d) => join(this.workDir, d)),
+        ...["lower", "upper", "work"].map((d) => join(this.workDir, d)),
+        String(SANDBOX_UID),
+        String(SANDBOX_GID),
+        this.network ? "user-net" : "no-net",
+        ...bwrap,
+        "--",
+        "/bin/sh",
+        "-c",
+        ENTER,
+        "kmatrix-sandbox",
         command,
       ],
       {
         reject: false,
-        ...(typeof opts.stdin === "string" ? { input: opts.stdin } : { stdin: opts.stdin ?? "ignore" }),
+        // fd 3: one byte once the sandbox is up, closed before the command runs (see ENTER).
+        stdio: this.network
+          ? [stdin, "pipe", "pipe", "pipe", "pipe", blockFd()]
+          : [stdin, "pipe", "pipe", "pipe"],
+        ...(typeof opts.stdin === "string" && { input: opts.stdin }),
         timeout: opts.timeoutMs,
         killSignal: "SIGKILL",
         encoding: "utf8",
@@ -84,11 +169,36 @@ export class ContainerSession {
     );
     child.stdout?.on("data", (c: Buffer | string) => opts.onStdout?.(String(c)));
     child.stderr?.on("data", (c: Buffer | string) => opts.onStderr?.(String(c)));
+    let network: Promise<UserNetwork | undefined> = Promise.resolve(undefined);
+    if (this.network) {
+      network = userNetwork(child.pid, child.stdio[4] as Readable).then(
+        (net) => {
+          unblock();
+          return net;
+        },
+        (err: Error) => {
+          child.kill("SIGKILL");
+          unblock();
+          throw err;
+        },
+      );
+      // Awaited below, once the command has ended.
+      network.catch(() => {});
+    }
     const r = await child;
-    const setupFailure = String(r.stderr ?? "")
-      .split("\n")
-      .find((l) => l.startsWith(SETUP_FAILED));
-    if (r.exitCode === 125 && setupFailure) throw new Error(setupFailure);
+    const net = await network.catch((err: Error) => err);
+    if (!(net instanceof Error)) net?.stop();
+    // Only the sandbox's own shell writes fd 3, before the command runs: a command cannot fake
+    // a harness failure by printing bwrap's or the set-up's words.
+    if (String(r.stdio[3] ?? "") !== "1") {
+      const why = String(r.stderr ?? "")
+        .split("\n")
+        .find((l) => l.startsWith(SETUP_FAILED) || l.startsWith("bwrap: ") || l.startsWith("setpriv: "));
+      const network = net instanceof Error ? `user-mode network: ${net.message}` : undefined;
+      throw new Error(
+        `${SETUP_FAILED} ${[why, network].filter(Boolean).join("; ") || `exit ${r.exitCode ?? r.signal}`}`,
+      );
+    }
     return {
       exitCode: r.timedOut ? undefined : r.exitCode,
       signal: r.timedOut ? undefined : r.signal,
@@ -99,36 +209,67 @@ export class ContainerSession {
     };
   }
 
-  /** Writes straight into the overlay's upper layer (nothing is mounted between commands). */
+  /**
+   * Writes straight into the overlay's upper layer (nothing is mounted between commands), owned
+   * by the sandbox's root. The upper layer holds what earlier commands wrote: no symbolic link
+   * on the way to `remoteDir` is followed (it would name a host path).
+   */
   async copyIn(localPath: string, remoteDir: string, name?: string, files?: string[]): Promise<void> {
-    const dest = join(this.upper, remoteDir);
-    await mkdir(dest, { recursive: true });
-    const target = join(dest, name ?? basename(localPath));
-    if (!(await stat(localPath)).isDirectory()) return copyFile(localPath, target);
-    await mkdir(target, { recursive: true });
+    let dest = this.upper;
+    for (const part of join(remoteDir, name ?? basename(localPath))
+      .split("/")
+      .filter(Boolean)) {
+      dest = join(dest, part);
+      const st = await lstat(dest).catch(() => undefined);
+      if (st?.isSymbolicLink())
+        throw new Error(`copy into the sandbox: ${dest.slice(this.upper.length)} is a symbolic link`);
+      if (!st && dest !== join(this.upper, remoteDir, name ?? basename(localPath)))
+        await this.ownedDir(dest, 0o755);
+    }
+    if (!(await stat(localPath)).isDirectory()) {
+      await copyFile(localPath, dest);
+      return chown(dest, SANDBOX_UID, SANDBOX_GID);
+    }
+    await this.ownedDir(dest, 0o755);
     await pipeline(
       tar.c({ cwd: localPath, portable: true, filter: (p) => !/(^|\/)\.git(\/|$)/.test(p) }, files ?? ["."]),
-      tar.x({ cwd: target }),
+      tar.x({ cwd: dest, preserveOwner: false, uid: SANDBOX_UID, gid: SANDBOX_GID }),
     );
   }
 
   /**
-   * Everything a builder writes is new, so it is all in the upper layer. The builder ran as root:
-   * what it left is judged like a guest's archive (see copyOutOfUpper).
+   * Everything a builder writes is new, so it is all in the upper layer. The builder ran as the
+   * sandbox's root: what it left is judged like a guest's archive (see copyOutOfUpper).
    */
   copyOut(remotePath: string, localDir: string): Promise<ExtractResult> {
     return copyOutOfUpper(this.upper, remotePath, localDir);
   }
 
   /**
-   * Deletes the container's scratch at once: `workDir` with the overlay's upper and work layers
+   * Deletes the sandbox's scratch at once: `workDir` with the overlay's upper and work layers
    * (everything the builder wrote; its artifacts were copied out before). Nothing is mounted
    * between commands, so there is nothing to unmount.
    */
   async stop(): Promise<void> {
     await rm(this.workDir, { recursive: true, force: true });
   }
+
+  /** A directory of the upper layer that the sandbox's root owns (created if missing). */
+  private async ownedDir(path: string, mode: number): Promise<void> {
+    await mkdir(path, { recursive: true, mode });
+    await chown(path, SANDBOX_UID, SANDBOX_GID);
+  }
 }
+
+/**
+ * The host uid and gid of the sandbox's root: unprivileged and used by nothing else, in the range
+ * systemd leaves unused (after the containers' 524288–1879048191), so no other process or file of
+ * the host shares it (`nobody` is shared with daemons and NFS). Every sandbox uses it; each has its
+ * own namespaces and its own upper layer, which other uids cannot reach (the run directory is
+ * root's, 0700 above it).
+ */
+export const SANDBOX_UID = 0x7000_0000;
+export const SANDBOX_GID = 0x7000_0000;
 
 /**
  * Copies `remotePath` of a container out of its overlay's upper layer `upper` into `localDir`
@@ -192,21 +333,94 @@ function specialKind(st: Stats): string {
   return "special file";
 }
 
+/** slirp4netns's addresses: the guest 10.0.2.100, DNS 10.0.2.3 (the host's loopback is refused). */
+const SLIRP_DNS = "10.0.2.3";
+
+interface UserNetwork {
+  stop(): void;
+}
+
+/**
+ * Once bwrap has started (it writes to `--info-fd`), attaches slirp4netns to the network namespace
+ * of `pid` (bwrap's own process, after SETUP's `unshare --user --net`), as the sandbox's uid: it
+ * owns that user namespace, so it may enter it, and it has no privilege on the host. It runs in
+ * the command's private mount namespace, which has a /dev/net/tun it may open (the host's may be
+ * root's alone). Resolves once the sandbox's tap0 is configured.
+ */
+async function userNetwork(pid: number | undefined, info: Readable): Promise<UserNetwork> {
+  let text = "";
+  await new Promise<void>((resolve, reject) => {
+    info.setEncoding("utf8");
+    info.on("data", (c: string) => {
+      text += c;
+      if (/"child-pid"/.test(text)) resolve();
+    });
+    info.on("end", () => reject(new Error("bwrap ended before the sandbox started")));
+    info.on("error", reject);
+  });
+  if (pid === undefined) throw new Error("no pid for bwrap");
+  const slirp = startOwned(
+    "nsenter",
+    [
+      `--mount=/proc/${pid}/ns/mnt`,
+      "--",
+      "setpriv",
+      `--reuid=${SANDBOX_UID}`,
+      `--regid=${SANDBOX_GID}`,
+      "--clear-groups",
+      "--inh-caps=-all",
+      "--pdeathsig",
+      "KILL",
+      "--",
+      "slirp4netns",
+      "--configure",
+      "--mtu=65520",
+      // 10.0.2.2 is not the host's 127.0.0.1.
+      "--disable-host-loopback",
+      "--ready-fd=3",
+      String(pid),
+      "tap0",
+    ],
+    { reject: false, stdio: ["ignore", "pipe", "pipe", "pipe"], encoding: "utf8" },
+  );
+  await new Promise<void>((resolve, reject) => {
+    (slirp.stdio[3] as Readable).on("data", () => resolve());
+    slirp.then((r) =>
+      reject(new Error(`slirp4netns exited: ${String(r.stderr).trim().split("\n").at(-1) || r.exitCode}`)),
+    );
+  });
+  return { stop: () => slirp.kill("SIGKILL") };
+}
+
 const GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/** Printed when entering the container fails: the harness's fault, never the builder command's. */
-const SETUP_FAILED = "kmatrix-container: setup failed:";
+/** Printed when entering the sandbox fails: the harness's fault, never the builder command's. */
+const SETUP_FAILED = "kmatrix-sandbox: setup failed:";
 
-/** $1 disk, $2 lower, $3 upper, $4 work, $5 root, $6 the command. */
+/**
+ * bash, as root in a private mount namespace: $1 disk, $2 lower, $3 upper, $4 work, $5 uid,
+ * $6 gid, $7 `user-net` or `no-net`, then bwrap's arguments. bwrap runs as the sandbox's uid,
+ * which cannot walk down to the run directory (root's, 0700): the merged tree is mounted on /run
+ * of this namespace only (the host's /run is untouched), which it can reach. With the internet,
+ * a tun device that slirp4netns (as the sandbox's uid, in this namespace) may open covers
+ * /dev/net here only, and bwrap starts in a user and network namespace of that uid.
+ * Descriptors above 5 that kmatrix inherited from whatever started it are closed: bwrap would
+ * pass them into the sandbox.
+ */
 const SETUP = `fail() { echo "${SETUP_FAILED} $*" >&2; exit 125; }
 mount -o loop,ro "$1" "$2" || fail "loop mount of $1"
-mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" "$5" || fail "overlay mount"
-mount -t proc proc "$5/proc" || fail "proc"
-mount -t sysfs -o ro sysfs "$5/sys" || fail "sysfs"
-mount --rbind /dev "$5/dev" || fail "dev"
-mount -t tmpfs tmpfs "$5/tmp" || fail "tmp"
-mount -t tmpfs tmpfs "$5/run" || fail "run"
-hostname kmatrix-builder
-ip link set lo up 2>/dev/null || true
-exec chroot "$5" /bin/sh -c "$6"
+mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" /run || fail "overlay mount"
+uid="$5" gid="$6" net="$7"
+shift 7
+for fd in /proc/self/fd/*; do fd="\${fd##*/}"; [ "$fd" -gt 5 ] && eval "exec $fd>&-"; done
+[ "$net" = user-net ] || exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --pdeathsig KILL -- bwrap --bind /run / "$@"
+mount -t tmpfs -o mode=0755,size=16k kmatrix-tun /dev/net || fail "tmpfs on /dev/net"
+mknod -m 0666 /dev/net/tun c 10 200 || fail "/dev/net/tun"
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --pdeathsig KILL -- unshare --user --map-current-user --net -- bwrap --bind /run / "$@"
 `;
+
+/**
+ * The first program in the sandbox (its own /bin/sh): says it is up on fd 3, closes the
+ * descriptors kmatrix passed (3-5), then becomes the command's shell.
+ */
+const ENTER = 'printf 1 >&3; exec 3>&- 4>&- 5>&-; exec /bin/sh -c "$1"';

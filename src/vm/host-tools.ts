@@ -28,7 +28,12 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { program: "qemu-system-x86_64", pkg: "qemu-system-x86", purpose: "boots x86_64 machines" },
   { program: "qemu-system-aarch64", pkg: "qemu-system-arm", purpose: "boots aarch64 machines" },
   { program: "qemu-img", pkg: "qemu-utils", purpose: "each run's copy-on-write disk" },
-  { program: "setpriv", pkg: "util-linux", purpose: "QEMU dies with kmatrix" },
+  {
+    program: "pasta",
+    pkg: "passt",
+    purpose: "the network of machines with internet, kept off the host's loopback",
+  },
+  { program: "setpriv", pkg: "util-linux", purpose: "QEMU dies with kmatrix; builder sandboxes' uid" },
   // Building images.
   { program: "mmdebstrap", pkg: "mmdebstrap", purpose: "builds root disks" },
   { program: "mke2fs", pkg: "e2fsprogs", purpose: "writes root disk images" },
@@ -44,13 +49,23 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { program: "gzip", pkg: "gzip", purpose: "reads .gz modules" },
   // Plan sources.
   { program: "git", pkg: "git", purpose: "fetches git sources, lists a source tree's files" },
-  // Builder containers (src/guest/container.ts: unshare, then its set-up script on the host).
-  { program: "unshare", pkg: "util-linux", purpose: "builder containers' namespaces" },
-  { program: "sh", pkg: "dash", purpose: "builder containers' set-up script" },
-  { program: "mount", pkg: "mount", purpose: "builder containers' loop and overlay mounts" },
-  { program: "hostname", pkg: "hostname", purpose: "builder containers' host name" },
-  { program: "ip", pkg: "iproute2", purpose: "builder containers' loopback" },
-  { program: "chroot", pkg: "coreutils", purpose: "enters builder containers" },
+  // Builder sandboxes (src/guest/container.ts): unshare, then its set-up script as root, which
+  // mounts the image and drops to an unprivileged uid for bwrap; slirp4netns for `vm.internet`.
+  {
+    program: "unshare",
+    pkg: "util-linux",
+    purpose: "builder sandboxes' private mounts and user-mode network",
+  },
+  { program: "bash", pkg: "bash", purpose: "builder sandboxes' set-up script" },
+  { program: "mount", pkg: "mount", purpose: "builder sandboxes' read-only image and overlay" },
+  { program: "mknod", pkg: "coreutils", purpose: "a tun device for builder sandboxes' user-mode network" },
+  { program: "bwrap", pkg: "bubblewrap", purpose: "builder sandboxes (unprivileged namespaces)" },
+  { program: "nsenter", pkg: "util-linux", purpose: "starts slirp4netns beside a builder sandbox" },
+  {
+    program: "slirp4netns",
+    pkg: "slirp4netns",
+    purpose: "builder sandboxes' user-mode network (vm.internet)",
+  },
   // Packages checked as such.
   { program: "dpkg-query", pkg: "dpkg", purpose: "checks the packages needed as a whole" },
   { pkg: "arch-test", purpose: "mmdebstrap's foreign-architecture check" },

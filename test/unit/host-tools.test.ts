@@ -39,7 +39,13 @@ const SHELL_BUILTINS = new Set([
   "kill",
   "local",
   ":",
+  "eval",
+  "done",
+  "fi",
 ]);
+
+/** Shell keywords before a command (`do cmd`, `then cmd`): dropped, the command is looked at. */
+const LEADING_KEYWORDS = /^(?:do|then|else|if|while|until|!|\{|\})\s+/;
 
 interface Scan {
   /** program → where it is started. */
@@ -93,6 +99,8 @@ function scriptPrograms(script: string): { programs: string[]; unknown: string[]
   for (const line of script.split("\n"))
     for (let segment of line.split(/&&|\|\||;|\|/)) {
       segment = segment.trim().replace(/^[{}!]\s*/, "");
+      while (LEADING_KEYWORDS.test(segment)) segment = segment.replace(LEADING_KEYWORDS, "");
+      if (/^for\s/.test(segment)) continue; // `for x in words`: no program
       const fn = /^([\w-]+)\(\)\s*\{?\s*(.*)$/.exec(segment);
       if (fn?.[1]) {
         functions.add(fn[1]);
@@ -104,6 +112,13 @@ function scriptPrograms(script: string): { programs: string[]; unknown: string[]
       if (!word || word === "}" || SHELL_BUILTINS.has(word) || functions.has(word)) continue;
       if (/^[\w./+-]+$/.test(word)) programs.push(word.replace(/^.*\//, ""));
       else unknown.push(segment);
+      // A wrapper runs its `--` argument on the host too (`setpriv … -- unshare … -- bwrap …`).
+      for (let w = word, at = words.indexOf(w); w && WRAPPERS.has(w.replace(/^.*\//, "")); ) {
+        const dashes = words.indexOf("--", at);
+        w = dashes < 0 ? "" : (words[dashes + 1] ?? "");
+        at = dashes + 1;
+        if (/^[\w./+-]+$/.test(w)) programs.push(w.replace(/^.*\//, ""));
+      }
     }
   return { programs, unknown };
 }
@@ -140,9 +155,11 @@ async function scanSource(): Promise<Scan> {
         add(literal, where);
         const call = callText(text, (m.index ?? 0) + (m[1] as string).length);
         // A wrapper runs its `--` argument on the host; `sh -c SCRIPT` runs the script's programs.
-        if (WRAPPERS.has(literal)) {
-          const after = /"--",\s*"([^"]+)"/.exec(call)?.[1];
-          if (after) add(after, `${where} … -- ${after}`);
+        // A chain of wrappers (`nsenter … -- setpriv … -- slirp4netns`) is followed to its end.
+        const dashes = [...call.matchAll(/"--",\s*"([^"]+)"/g)].map((d) => d[1] as string);
+        for (let w = literal, i = 0; WRAPPERS.has(w) && i < dashes.length; i++) {
+          w = dashes[i] as string;
+          add(w, `${where} … -- ${w}`);
         }
         for (const sh of call.matchAll(/"(?:sh|bash|dash)",\s*"-c",\s*([A-Za-z_$][\w$]*)/g)) {
           const name = sh[1] as string;
@@ -206,13 +223,17 @@ describe("host tools", () => {
   });
 
   it("finds the programs of container.ts's set-up script and of the wrappers", () => {
-    // The scanner itself: what it must see through unshare's `--` and the script run by `sh -c`.
+    // The scanner itself: what it must see through unshare's `--`, the script run by `bash -c`
+    // (and the wrappers it execs), and nsenter's chain of wrappers.
     for (const p of [
       "setpriv",
       "unshare",
-      "sh",
+      "bash",
       "mount",
-      "chroot",
+      "mknod",
+      "bwrap",
+      "nsenter",
+      "slirp4netns",
       "qemu-system-aarch64",
       "qemu-system-x86_64",
     ])
@@ -243,6 +264,16 @@ describe("scriptPrograms", () => {
       'fail() { echo "x $*" >&2; exit 125; }\nmount -o ro a b || fail "m"\nA=1 ip link 2>/dev/null || true\nexec chroot "$5" /bin/sh -c "$6" | tee log && /usr/bin/du -s .',
     );
     expect(s).toEqual({ programs: ["mount", "ip", "chroot", "tee", "du"], unknown: [] });
+  });
+
+  it("follows wrappers' `--` and shell keywords, skips `for` lists", () => {
+    const s = scriptPrograms(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax
+      'for fd in /proc/self/fd/*; do fd="${fd##*/}"; [ "$fd" -gt 5 ] && eval "exec $fd>&-"; done\n' +
+        '[ "$n" = x ] || exec setpriv --reuid="$u" -- unshare --user -- bwrap --bind /run / "$@"\n' +
+        "if true; then mknod -m 0666 t c 10 200; fi",
+    );
+    expect(s).toEqual({ programs: ["setpriv", "unshare", "bwrap", "mknod"], unknown: [] });
   });
 });
 
