@@ -4,7 +4,7 @@ import type { ExtractResult } from "../util/safe-extract.js";
 import type { ConsoleSignal } from "../vm/console.js";
 import { KernelLog, type KernelWindow, stepBegins, stepEnds } from "../vm/kernel-log.js";
 import { type BootSpec, qemuBackend, type RunningVm, type VmBackend } from "../vm/qemu.js";
-import type { X86Machine } from "../vm/qemu-args.js";
+import { GUEST_NAMESERVER, type X86Machine } from "../vm/qemu-args.js";
 import { type ExecOptions, type ExecResult, GuestChannel } from "./ssh.js";
 
 /** Why a machine never became usable. Always the harness's problem, never the driver's. */
@@ -128,8 +128,9 @@ export class MachineSession {
       await waitForReady(vm, deadline);
       const consoleReadyMs = Date.now() - started;
       const guest = await connectUntil(vm, opts.privateKey, deadline);
-      // slirp answers DNS at 10.0.2.3; without internet there is nothing to resolve.
-      if (opts.internet) await guest.exec("echo nameserver 10.0.2.3 > /etc/resolv.conf");
+      // pasta answers DNS with the host's resolver (vm/qemu-args.ts); without internet there is
+      // nothing to resolve.
+      if (opts.internet) await guest.exec(`echo nameserver ${GUEST_NAMESERVER} > /etc/resolv.conf`);
       return new MachineSession(vm, guest, { consoleReadyMs, usableMs: Date.now() - started });
     } catch (err) {
       await vm.stop();

@@ -16,7 +16,10 @@ export interface QemuLaunch {
   /** x86_64 only; see docs/architecture.md for the measurement behind the default. */
   x86Machine?: X86Machine;
   kernelArgs?: string[];
-  /** Let the guest reach the internet through slirp's NAT (off: it reaches nothing). */
+  /**
+   * Let the guest reach the internet (off: it reaches nothing). On: QEMU runs in a network
+   * namespace of its own that pasta connects to the host's network (see `pastaArgs`).
+   */
   internet?: boolean;
 }
 
@@ -101,15 +104,94 @@ export function qemuArgs(l: QemuLaunch): string[] {
     `file=${l.disk.replaceAll(",", ",,")},if=none,id=root,format=qcow2,cache=unsafe`,
     "-device",
     `virtio-blk-${bus},drive=root`,
-    // restrict=on: the guest reaches nothing on the host or beyond; the forward still works.
-    // Either way the forward listens on 127.0.0.1 only.
     "-netdev",
-    `user,id=net0,restrict=${l.internet ? "off" : "on"},hostfwd=tcp:127.0.0.1:${l.sshPort}-:22`,
+    userNetdev(l),
     "-device",
     `virtio-net-${bus},netdev=net0`,
     "-device",
     `virtio-rng-${bus}`,
     "-pidfile",
     l.pidFile,
+  ];
+}
+
+/**
+ * slirp, QEMU's user-mode network. Without internet, `restrict=on`: slirp drops every connection
+ * the guest opens (TCP, UDP but DHCP, ICMP), so the guest reaches nothing on the host or beyond,
+ * and the forward to its SSH server, listening on the host's 127.0.0.1 only, still works.
+ * With internet, `restrict=off` would let the guest reach the host's loopback services (slirp maps
+ * 10.0.2.2 to 127.0.0.1 and connects wherever the guest's packets say, 127.0.0.1 included), so
+ * QEMU runs in a network namespace of its own (`NETNS_WRAPPER`): slirp's 127.0.0.1 is that
+ * namespace's, where nothing but this forward listens; pasta (`pastaArgs`) forwards the host's
+ * 127.0.0.1:<sshPort> to it and is the namespace's only way out.
+ */
+function userNetdev(l: Pick<QemuLaunch, "internet" | "sshPort">): string {
+  // In the namespace the forward listens on every address of the namespace: QEMU binds it before
+  // pasta brings the namespace's loopback up, and nothing but pasta's forward can reach it there.
+  return l.internet
+    ? `user,id=net0,restrict=off,hostfwd=tcp::${l.sshPort}-:22`
+    : `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${l.sshPort}-:22`;
+}
+
+/**
+ * `unshare` arguments that run QEMU (the program after them) in new user and network namespaces,
+ * as root there (mapped to the invoking user): no privilege needed, and the host's loopback
+ * interface is out of its sight. Only for machines with internet.
+ */
+export const NETNS_WRAPPER: readonly string[] = ["--user", "--map-root-user", "--net", "--"];
+
+/**
+ * The address the guest sends DNS queries to when it has internet: pasta answers them with the
+ * host's resolver (`--dns-forward`), loopback resolvers (systemd-resolved, Docker's) included.
+ * Link-local and outside slirp's 10.0.2.0/24, so slirp sends it on to the namespace's default
+ * route, i.e. to pasta.
+ */
+export const GUEST_NAMESERVER = "169.254.0.53";
+
+export interface PastaLaunch {
+  /** The process in the network namespace to connect (QEMU, once it runs under NETNS_WRAPPER). */
+  pid: number;
+  sshPort: number;
+  /** Who pasta runs as: the invoking user (as root, pasta would otherwise switch to nobody). */
+  uid: number;
+  /** Written once pasta is ready (its forward listens). */
+  pidFile: string;
+  logFile: string;
+}
+
+/**
+ * pasta (Debian package passt) gives QEMU's network namespace the host's network: addresses and
+ * routes copied from the host (`--config-net`), connections going out through host sockets. What
+ * keeps the host's loopback out of reach:
+ * - `--no-map-gw`: the gateway's address is not mapped to the host's 127.0.0.1;
+ * - `--tcp-ns none --udp-ns none`: no port of the host's loopback is forwarded into the namespace;
+ * - the only inbound forward is the SSH port, bound to the host's 127.0.0.1;
+ * - pasta (Debian 12's, 2023-03) connects to 127.0.0.1 when a packet from the namespace asks for
+ *   it, but only QEMU's slirp sends packets there, from sockets of the namespace, whose kernel
+ *   keeps 127.0.0.0/8 on its own loopback: the guest never writes packets onto pasta's interface.
+ */
+export function pastaArgs(p: PastaLaunch): string[] {
+  return [
+    "--runas",
+    String(p.uid),
+    "--foreground",
+    "--quiet",
+    "--log-file",
+    p.logFile,
+    "--pid",
+    p.pidFile,
+    "--config-net",
+    "--no-map-gw",
+    "--tcp-ports",
+    `127.0.0.1/${p.sshPort}`,
+    "--udp-ports",
+    "none",
+    "--tcp-ns",
+    "none",
+    "--udp-ns",
+    "none",
+    "--dns-forward",
+    GUEST_NAMESERVER,
+    String(p.pid),
   ];
 }

@@ -1,11 +1,19 @@
 import { createWriteStream } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { execa, type ResultPromise } from "execa";
 import { type ConsoleSignal, ConsoleTail, classifyConsoleLine } from "./console.js";
 import { startOwned } from "./processes.js";
-import { type QemuLaunch, qemuArgs, qemuBinary, type X86Machine } from "./qemu-args.js";
+import {
+  NETNS_WRAPPER,
+  pastaArgs,
+  type QemuLaunch,
+  qemuArgs,
+  qemuBinary,
+  type X86Machine,
+} from "./qemu-args.js";
 
 export interface BootSpec {
   machineId: string;
@@ -70,7 +78,13 @@ export const qemuBackend: VmBackend = {
       await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.baseDisk, disk]);
       const sshPort = await freeLoopbackPort();
       const args = qemuArgs({ ...spec, disk, sshPort, pidFile: join(spec.workDir, PID_FILE) });
-      return new QemuVm(spec, sshPort, args);
+      const vm = new QemuVm(spec, sshPort, args);
+      if (spec.internet)
+        await vm.connectNetwork().catch(async (err: unknown) => {
+          await vm.stop();
+          throw err;
+        });
+      return vm;
     } catch (err) {
       await removeScratch(spec);
       throw err;
@@ -80,6 +94,8 @@ export const qemuBackend: VmBackend = {
 
 const OVERLAY = "disk.qcow2";
 const PID_FILE = "qemu.pid";
+const PASTA_PID_FILE = "pasta.pid";
+const PASTA_LOG = "pasta.log";
 
 /**
  * Deletes a VM's scratch: its whole `workDir`, or only the overlay and the pid file when the
@@ -89,7 +105,9 @@ export async function removeScratch(spec: Pick<BootSpec, "workDir" | "consoleLog
   const rel = relative(resolve(spec.workDir), resolve(spec.consoleLog));
   const logInside = rel !== "" && rel !== ".." && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
   if (logInside)
-    await Promise.all([OVERLAY, PID_FILE].map((f) => rm(join(spec.workDir, f), { force: true })));
+    await Promise.all(
+      [OVERLAY, PID_FILE, PASTA_PID_FILE, PASTA_LOG].map((f) => rm(join(spec.workDir, f), { force: true })),
+    );
   else await rm(spec.workDir, { recursive: true, force: true });
 }
 
@@ -103,6 +121,8 @@ class QemuVm implements RunningVm {
   readonly consoleLog: string;
   private readonly workDir: string;
   private removed: Promise<void> | undefined;
+  /** The network of a machine with internet (see `connectNetwork`). */
+  private pasta: ResultPromise | undefined;
 
   constructor(
     spec: BootSpec,
@@ -112,12 +132,16 @@ class QemuVm implements RunningVm {
     this.machineId = spec.machineId;
     this.consoleLog = spec.consoleLog;
     this.workDir = spec.workDir;
-    this.child = startOwned(qemuBinary(spec.arch), args, {
+    const options = {
       stdin: "ignore",
       reject: false,
       buffer: { stdout: false, stderr: true },
       encoding: "utf8",
-    });
+    } as const;
+    // With internet, in network namespaces of its own (qemu-args.ts: userNetdev).
+    this.child = spec.internet
+      ? startOwned("unshare", [...NETNS_WRAPPER, qemuBinary(spec.arch), ...args], options)
+      : startOwned(qemuBinary(spec.arch), args, options);
     const log = createWriteStream(spec.consoleLog, { flags: "a" });
     this.child.stdout?.setEncoding("utf8");
     this.child.stdout?.on("data", (chunk: string) => {
@@ -146,11 +170,77 @@ class QemuVm implements RunningVm {
     return this.tail.tail(lines);
   }
 
+  /**
+   * Connects the network namespace QEMU runs in to the host's network with pasta, once QEMU runs
+   * there (unshare has exec'd it), and waits until pasta is ready (its SSH forward listens). pasta
+   * dies with QEMU, and with kmatrix.
+   */
+  async connectNetwork(): Promise<void> {
+    const pid = this.child.pid;
+    if (pid === undefined) throw new Error(`${this.machineId}: QEMU did not start`);
+    const qemuGone = this.exited.then((e) => `QEMU exited (${e.code ?? e.signal}): ${e.stderr.trim()}`);
+    await waitFor(
+      `${this.machineId}: QEMU in its network namespace`,
+      () =>
+        readFile(`/proc/${pid}/comm`, "utf8").then(
+          (c) => c.startsWith("qemu-system"),
+          () => false,
+        ),
+      qemuGone,
+    );
+    const pidFile = join(this.workDir, PASTA_PID_FILE);
+    const logFile = join(this.workDir, PASTA_LOG);
+    const uid = process.getuid?.() ?? 0;
+    const pasta = startOwned("pasta", pastaArgs({ pid, sshPort: this.sshPort, uid, pidFile, logFile }), {
+      stdin: "ignore",
+      stdout: "ignore",
+      reject: false,
+      encoding: "utf8",
+    });
+    this.pasta = pasta;
+    void this.exited.then(() => pasta.kill("SIGKILL"));
+    const pastaGone = pasta.then(async (r) => {
+      const log = await readFile(logFile, "utf8").catch(() => "");
+      return `pasta exited (${r.exitCode ?? r.signal}): ${`${String(r.stderr ?? "")}\n${log}`.trim()}`;
+    });
+    await waitFor(
+      `${this.machineId}: pasta, the network of a machine with internet`,
+      () =>
+        readFile(pidFile, "utf8").then(
+          (t) => t.trim() !== "",
+          () => false,
+        ),
+      Promise.race([pastaGone, qemuGone]),
+    );
+  }
+
   async stop(): Promise<void> {
     this.child.kill("SIGKILL");
     await this.exited;
+    if (this.pasta) {
+      this.pasta.kill("SIGKILL");
+      await this.pasta;
+    }
     this.removed ??= removeScratch({ workDir: this.workDir, consoleLog: this.consoleLog });
     await this.removed;
+  }
+}
+
+/**
+ * Polls `ready` (every 20 ms, 10 s at most) until it holds; fails at once, with the reason, when
+ * `gone` settles first (the process waited for has died).
+ */
+async function waitFor(what: string, ready: () => Promise<boolean>, gone: Promise<string>): Promise<void> {
+  let died: string | undefined;
+  void gone.then((why) => {
+    died = why;
+  });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (await ready()) return;
+    if (died !== undefined) throw new Error(`${what}: ${died}`);
+    if (Date.now() > deadline) throw new Error(`${what}: not ready within 10 s`);
+    await sleep(20);
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { qemuArgs } from "../../src/vm/qemu-args.js";
+import { GUEST_NAMESERVER, NETNS_WRAPPER, pastaArgs, qemuArgs } from "../../src/vm/qemu-args.js";
 
 const base = {
   cpus: 2,
@@ -19,9 +19,11 @@ describe("qemuArgs", () => {
     expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"]);
   });
 
-  it("lets the guest out only when asked, still forwarding on loopback only", () => {
+  it("lets the guest out only when asked, from a network namespace of its own", () => {
     const args = qemuArgs({ ...base, arch: "aarch64", accel: "tcg", internet: true });
-    expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=off,hostfwd=tcp:127.0.0.1:40022-:22"]);
+    // The forward listens in QEMU's own namespace; on the host pasta listens on 127.0.0.1 only.
+    expect(valuesOf(args, "-netdev")).toEqual(["user,id=net0,restrict=off,hostfwd=tcp::40022-:22"]);
+    expect(NETNS_WRAPPER).toEqual(["--user", "--map-root-user", "--net", "--"]);
   });
 
   it("escapes commas in the disk path", () => {
@@ -50,5 +52,41 @@ describe("qemuArgs", () => {
     const args = qemuArgs({ ...base, arch: "x86_64", accel: "tcg" });
     expect(args).toContain("-no-reboot");
     expect(valuesOf(args, "-append")[0]).toContain("panic=-1");
+  });
+});
+
+describe("pastaArgs", () => {
+  it("connects QEMU's namespace: SSH forward on the host's loopback only, no way to the host's loopback", () => {
+    const args = pastaArgs({
+      pid: 4242,
+      sshPort: 40022,
+      uid: 0,
+      pidFile: "/run/w/pasta.pid",
+      logFile: "/run/w/pasta.log",
+    });
+    expect(args).toEqual([
+      "--runas",
+      "0",
+      "--foreground",
+      "--quiet",
+      "--log-file",
+      "/run/w/pasta.log",
+      "--pid",
+      "/run/w/pasta.pid",
+      "--config-net",
+      "--no-map-gw",
+      "--tcp-ports",
+      "127.0.0.1/40022",
+      "--udp-ports",
+      "none",
+      "--tcp-ns",
+      "none",
+      "--udp-ns",
+      "none",
+      "--dns-forward",
+      "169.254.0.53",
+      "4242",
+    ]);
+    expect(GUEST_NAMESERVER).toBe("169.254.0.53");
   });
 });
