@@ -379,6 +379,24 @@ describe("kmatrix merge", () => {
     );
   });
 
+  it("keeps once a builder that every shard took from the same earlier run (equal records)", async () => {
+    const base = tmp();
+    const taken = runner("x86_64", { cacheKey: undefined });
+    const runs = ["a", "b", "c"].map((n, i) =>
+      fixtureRun(join(base, n), {
+        runId: n,
+        startedAt: "2026-02-01T10:00:00Z",
+        endedAt: "2026-02-01T11:00:00Z",
+        machines: [[BOOKWORM, BULLSEYE, TRIXIE][i] as MachineFixture],
+        builders: [taken],
+      }),
+    );
+    const { run, notes } = await mergeRuns(runs, join(base, "out"));
+    expect(run.builders).toEqual([taken]);
+    expect(notes).toEqual([]);
+    expect(run.machines).toHaveLength(3);
+  });
+
   it("keeps one record of a builder that shards built separately: a failed one, else the first", async () => {
     const base = tmp();
     const failed = runner("x86_64", {
