@@ -5,15 +5,24 @@ import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings, Machine } from "../config/types.js";
 import { ensureKeyPair } from "../guest/keys.js";
+import { type DebianBase, resolveDebianBase } from "./busybox.js";
 import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
-import { DebianArchive, type DebPackage, debArchOf, type ResolvedKernel } from "./debian-archive.js";
+import { debianKernelSource } from "./debian/index.js";
+import { DebianArchive, type DebPackage, debArchOf } from "./debian-archive.js";
 import { BARE_INIT, STAGE1_INIT, STAGE2_INIT } from "./guest-init.js";
 import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
-import { extractKernel } from "./kernel.js";
 import { buildRootfs, rootfsRecipe } from "./rootfs.js";
+import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "./source.js";
+
+export type { KernelRecipe, KernelSource, MaterializedKernel } from "./source.js";
 
 /** Bump when a builder changes in a way its recipe does not show. */
 const RECIPE_VERSION = 1;
+
+/** The kernel source of each `kernel.source` of the matrix. */
+const KERNEL_SOURCES: Record<Machine["kernel"]["source"], KernelSource> = {
+  debian: debianKernelSource,
+};
 
 /** Everything a VM backend needs to boot a machine. */
 export interface MachineImage {
@@ -35,11 +44,11 @@ interface ManifestBase {
   builtAt: string;
   buildSeconds: number;
 }
-export interface KernelManifest extends ManifestBase {
+/** The kernel entry; its paths are relative to the entry (bootDir absent in entries made before 0.x: tree/boot). */
+export interface KernelManifest extends ManifestBase, MaterializedKernel {
   kind: "kernel";
-  resolved: ResolvedKernel;
-  vmlinuz: string;
-  modulesDir: string;
+  /** Where the kernel came from, as its source resolved it (a Debian kernel's packages, a build dir). */
+  resolved: KernelRecipe["resolved"];
 }
 export interface BootManifest extends ManifestBase {
   kind: "boot";
@@ -67,7 +76,12 @@ export interface PrepareOptions {
 export interface ImagePlan {
   machine: Machine;
   archive: DebianArchive;
-  resolved: ResolvedKernel;
+  source: KernelSource;
+  context: SourceContext;
+  /** The kernel as its source resolved it. */
+  resolved: KernelRecipe;
+  /** The root disk's suite: its busybox (for the initrd) and archive suites. */
+  base: DebianBase;
   kernel: { dir: string; key: string; recipe: object };
   boot: { dir: string; key: string; recipe: object; busybox: DebPackage; publicKey: string };
   rootfs: {
@@ -80,8 +94,7 @@ export interface ImagePlan {
 /** Resolves a machine to its cache entries without building anything (no rebuild is ever implied). */
 export async function planImage(machine: Machine, opts: PrepareOptions): Promise<ImagePlan> {
   const root = cacheRoot();
-  if (machine.kernel.source !== "debian" || machine.rootfs.source !== "debian")
-    throw new Error(`${machine.id}: only Debian kernels and root filesystems are supported`);
+  const log = opts.log ?? (() => {});
   const archive = new DebianArchive({
     ...opts.archive,
     cacheDir: root,
@@ -89,17 +102,18 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
     log: opts.log,
   });
   const debArch = debArchOf(machine.arch);
-  const resolved = await archive.resolveKernel(machine.kernel.suite, machine.kernel.flavour, debArch);
+  const source = KERNEL_SOURCES[machine.kernel.source];
+  const context: SourceContext = { machine, debArch, archive, log };
+  const resolved = await source.resolve(context);
 
-  const kernelRecipe = {
-    v: RECIPE_VERSION,
-    packages: resolved.packages.map((p) => ({ name: p.name, version: p.version, sha256: p.sha256 })),
-  };
-  const kernelKey = contentKey(kernelRecipe);
+  const kernelKey = contentKey(resolved.recipe);
   const keys = await ensureKeyPair(root);
-  // Any static busybox of the arch serves the initrd; the kernel's suite resolved one with the kernel.
-  const busybox = resolved.busybox;
-  if (!busybox) throw new Error(`${machine.id}: no busybox-static in ${resolved.suites.join(", ")}`);
+  // Whatever the kernel, the initrd's static busybox is the root disk's suite's.
+  const base = await resolveDebianBase(archive, opts.archive, root, machine.rootfs.suite, debArch, {
+    refresh: opts.refresh,
+    log,
+  });
+  const busybox = base.busybox;
 
   const bootRecipe = {
     v: RECIPE_VERSION,
@@ -113,17 +127,29 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
   const fsRecipe = {
     v: RECIPE_VERSION,
     kernelKey,
-    ...rootfsRecipe(resolved, machine.rootfs.suite, machine.packages),
+    ...rootfsRecipe(
+      {
+        release: resolved.release,
+        debArch,
+        suites: resolved.suites ?? base.suites,
+        ...("package" in resolved.headers && { headersPackage: resolved.headers.package }),
+      },
+      machine.rootfs.suite,
+      machine.packages,
+    ),
   };
   const fsKey = contentKey(fsRecipe);
   return {
     machine,
     archive,
+    source,
+    context,
     resolved,
+    base,
     kernel: {
       dir: join(root, "kernels", `${resolved.release}-${kernelKey}`),
       key: kernelKey,
-      recipe: kernelRecipe,
+      recipe: resolved.recipe,
     },
     boot: {
       dir: join(root, "boot", `${resolved.release}-${bootKey}`),
@@ -161,19 +187,18 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
   const plan = await planImage(machine, opts);
   const { archive, resolved } = plan;
 
-  const kernel = await timed(plan.kernel, log, `${machine.id}: kernel ${resolved.release}`, async (tmp) => {
-    const extracted = await extractKernel(archive, resolved, join(tmp, "tree"));
-    return {
-      kind: "kernel" as const,
-      resolved,
-      vmlinuz: extracted.vmlinuz.slice(tmp.length + 1),
-      modulesDir: extracted.modulesDir.slice(tmp.length + 1),
-    };
-  });
-  const extracted = {
-    root: join(plan.kernel.dir, "tree"),
-    vmlinuz: join(plan.kernel.dir, kernel.vmlinuz),
-    modulesDir: join(plan.kernel.dir, kernel.modulesDir),
+  const kernel = await timed(plan.kernel, log, `${machine.id}: kernel ${resolved.release}`, async (tmp) => ({
+    kind: "kernel" as const,
+    resolved: resolved.resolved,
+    ...(await plan.source.materialize(resolved, tmp, plan.context)),
+  }));
+  const inKernel = (p: string) => join(plan.kernel.dir, p);
+  const files = {
+    vmlinuz: inKernel(kernel.vmlinuz),
+    modulesDir: inKernel(kernel.modulesDir),
+    // (Debian kernel entries from before kernel sources name no bootDir: theirs is tree/boot.)
+    bootDir: inKernel(kernel.bootDir ?? "tree/boot"),
+    ...(kernel.headersTree !== undefined && { headersTree: inKernel(kernel.headersTree) }),
   };
 
   const boot = await timed(plan.boot, log, `${machine.id}: initrd`, async (tmp) => {
@@ -187,7 +212,7 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     const modules = await buildInitrd(
       {
         arch: machine.arch,
-        modulesDir: extracted.modulesDir,
+        modulesDir: files.modulesDir,
         busybox,
         authorizedKey: plan.boot.publicKey,
       },
@@ -202,7 +227,7 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
 
   const rootfs = await timed(plan.rootfs, log, `${machine.id}: root disk`, async (tmp) => {
     const disk = join(tmp, "disk.ext4");
-    const { bytesUsed } = await buildRootfs(plan.rootfs.recipe, extracted, opts.archive, tmp, disk, log);
+    const { bytesUsed } = await buildRootfs(plan.rootfs.recipe, files, opts.archive, tmp, disk, log);
     return { kind: "rootfs" as const, bytesUsed, files: { "disk.ext4": await fileFacts(disk) } };
   });
 
@@ -210,7 +235,7 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     machineId: machine.id,
     kernelRelease: resolved.release,
     kernelVersion: resolved.version,
-    vmlinuz: extracted.vmlinuz,
+    vmlinuz: files.vmlinuz,
     initrd: join(plan.boot.dir, "initrd.img"),
     bareInitrd: join(plan.boot.dir, "bare.img"),
     disk: join(plan.rootfs.dir, "disk.ext4"),

@@ -3,8 +3,7 @@ import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings } from "../config/types.js";
-import type { DebArch, ResolvedKernel } from "./debian-archive.js";
-import type { ExtractedKernel } from "./kernel.js";
+import type { DebArch } from "./debian-archive.js";
 
 /**
  * What every machine needs to build and run drivers with its own toolchain: compilers, the
@@ -58,8 +57,18 @@ function aptPreferences(suite: string, suites: string[], fromOtherSuites: Map<st
   ].join("\n");
 }
 
+/** The kernel as the root disk sees it. */
+export interface RootfsKernel {
+  release: string;
+  debArch: DebArch;
+  /** Suites apt may use: a Debian kernel's (its build packages live there), else the disk's suite's. */
+  suites: string[];
+  /** The Debian package with the kernel's headers; absent when the kernel brings a build tree. */
+  headersPackage?: string;
+}
+
 /** `extra` may name a package of another suite as `name/suite` (e.g. `bpftool/bookworm-backports`). */
-export function rootfsRecipe(kernel: ResolvedKernel, suite: string, extra: string[]): RootfsRecipe {
+export function rootfsRecipe(kernel: RootfsKernel, suite: string, extra: string[]): RootfsRecipe {
   const fromOtherSuites = new Map<string, string[]>();
   const names = extra.map((p) => {
     const [name = p, from] = p.split("/");
@@ -72,18 +81,31 @@ export function rootfsRecipe(kernel: ResolvedKernel, suite: string, extra: strin
     debArch: kernel.debArch,
     kernelRelease: kernel.release,
     suites: [...new Set([...kernel.suites, ...fromOtherSuites.keys()])],
-    packages: [...new Set([...BASE_PACKAGES, kernel.headersPackage, ...names])],
+    packages: [
+      ...new Set([...BASE_PACKAGES, ...(kernel.headersPackage ? [kernel.headersPackage] : []), ...names]),
+    ],
   };
+}
+
+/** The kernel's files the root disk takes (absolute paths in the kernel's cache entry). */
+export interface KernelFiles {
+  /** lib/modules/<release> (named so), copied to the disk's /lib/modules/<release>. */
+  modulesDir: string;
+  /** Copied into the disk's /boot (config, System.map), when it exists. */
+  bootDir?: string;
+  /** A kernel build tree, copied to the disk's /lib/modules/<release>/build (instead of a package). */
+  headersTree?: string;
 }
 
 /**
  * Builds an ext4 root disk without mounting anything: mmdebstrap fills a directory (foreign
  * architectures run their maintainer scripts through qemu-user via binfmt_misc), the kernel's
- * modules are added, and mke2fs -d turns the directory into a filesystem image.
+ * modules (and build tree, if it brings one) are added, and mke2fs -d turns the directory into a
+ * filesystem image.
  */
 export async function buildRootfs(
   recipe: RootfsRecipe,
-  kernel: ExtractedKernel,
+  kernel: KernelFiles,
   archive: ArchiveSettings,
   workDir: string,
   outImage: string,
@@ -127,9 +149,15 @@ export async function buildRootfs(
   const libIsLink = (await lstat(join(tree, "lib"))).isSymbolicLink();
   const modulesDest = join(tree, libIsLink ? "usr/lib/modules" : "lib/modules");
   await mkdir(modulesDest, { recursive: true });
+  // (Merged into what a headers package made there, the `build` link; the directory is named <release>.)
   await execa("cp", ["-a", kernel.modulesDir, modulesDest]);
-  if (existsSync(join(kernel.root, "boot")))
-    await execa("cp", ["-a", join(kernel.root, "boot", "."), join(tree, "boot")]);
+  if (kernel.bootDir && existsSync(kernel.bootDir))
+    await execa("cp", ["-a", join(kernel.bootDir, "."), join(tree, "boot")]);
+  if (kernel.headersTree) {
+    const build = join(modulesDest, recipe.kernelRelease, "build");
+    await rm(build, { recursive: true, force: true });
+    await execa("cp", ["-a", kernel.headersTree, build]);
+  }
   await execa("depmod", ["-b", tree, recipe.kernelRelease]);
 
   const { stdout } = await execa("du", ["-sb", tree]);

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
-import type { DebianArchive, ResolvedKernel } from "./debian-archive.js";
+import type { DebianArchive, ResolvedKernel } from "../debian-archive.js";
 
 export interface ExtractedKernel {
   /** Root of the unpacked packages: boot/vmlinuz-<release>, lib/modules/<release>/… */
