@@ -38,11 +38,13 @@ import type { ExecOptions, ExecResult } from "./ssh.js";
  * read-only under an overlay whose upper layer (`workDir/upper`, owned by the sandbox uid)
  * carries the builder's files from one command to the next, and the merged tree is mounted on that
  * namespace's /run, where bwrap (unprivileged: it cannot walk into root's run directory) binds it
- * as its "/". Nothing is
- * mounted between commands or in the host's namespace, so nothing can stay mounted when kmatrix
- * dies (the loop device is released with the namespace). Loop-mounting per command costs ~20 ms
- * (bench/sandbox.ts), less than keeping a holder process and cheaper than unpacking a 1 GB image.
- * That mount is the only part that still needs root on the host.
+ * as its "/". Nothing is mounted between commands or in the host's namespace, so nothing can stay
+ * mounted when kmatrix dies (the namespace, and with it the loop device, goes with bwrap's
+ * processes) and `kmatrix clean` only has files to delete. Mounting per command is the simplest
+ * design that cannot leak a mount, and cheap: a whole command (`true`) takes tens of milliseconds,
+ * as in the old container (bench/sandbox.ts), where a long-lived process holding the mounts would
+ * need its own lifetime management, and an unpacked copy of each image would add its ~1 GB again
+ * to the cache. That mount is the only part that still needs root.
  */
 export class ContainerSession {
   private readonly upper: string;
@@ -114,10 +116,10 @@ export class ContainerSession {
       "ALL",
       "--chdir",
       "/",
-      // fd 4: bwrap names the sandbox's pid (for slirp4netns); fd 5: it waits for the network.
+      // fd 4: bwrap says it has started (slirp4netns may attach); fd 5: it waits for the network.
       ...(this.network ? ["--info-fd", "4", "--block-fd", "5"] : []),
     ];
-    const stdin = typeof opts.stdin === "string" ? "pipe" : (opts.stdin ?? "ignore");
+    const stdin = opts.stdin === undefined ? "ignore" : "pipe";
     // bwrap's --block-fd: one byte once the network is up (an iterable: execa pipes it in).
     let unblock = () => {};
     const networkUp = new Promise<void>((resolve) => {
@@ -167,6 +169,8 @@ export class ContainerSession {
         env: { PATH: GUEST_PATH, HOME: "/root", LANG: "C.UTF-8", TERM: "dumb" },
       },
     );
+    if (opts.stdin !== undefined && typeof opts.stdin !== "string" && child.stdin)
+      opts.stdin.pipe(child.stdin).on("error", () => {});
     child.stdout?.on("data", (c: Buffer | string) => opts.onStdout?.(String(c)));
     child.stderr?.on("data", (c: Buffer | string) => opts.onStderr?.(String(c)));
     let network: Promise<UserNetwork | undefined> = Promise.resolve(undefined);
@@ -195,9 +199,8 @@ export class ContainerSession {
         .split("\n")
         .find((l) => l.startsWith(SETUP_FAILED) || l.startsWith("bwrap: ") || l.startsWith("setpriv: "));
       const network = net instanceof Error ? `user-mode network: ${net.message}` : undefined;
-      throw new Error(
-        `${SETUP_FAILED} ${[why, network].filter(Boolean).join("; ") || `exit ${r.exitCode ?? r.signal}`}`,
-      );
+      const how = r.timedOut ? "timed out" : `exit ${r.exitCode ?? r.signal ?? r.shortMessage}`;
+      throw new Error(`${SETUP_FAILED} ${[why, network].filter(Boolean).join("; ") || how}`);
     }
     return {
       exitCode: r.timedOut ? undefined : r.exitCode,
