@@ -120,14 +120,14 @@ export class ContainerSession {
       ...(this.network ? ["--info-fd", "4", "--block-fd", "5"] : []),
     ];
     const stdin = opts.stdin === undefined ? "ignore" : "pipe";
-    // bwrap's --block-fd: one byte once the network is up (an iterable: execa pipes it in).
-    let unblock = () => {};
-    const networkUp = new Promise<void>((resolve) => {
-      unblock = resolve;
+    // bwrap's --block-fd: one byte once the network is up (an iterable: execa pipes it in, and
+    // waits for its end); without a network it ends only once bwrap is dead.
+    let release: (up: boolean) => void = () => {};
+    const gate = new Promise<boolean>((resolve) => {
+      release = resolve;
     });
     async function* blockFd() {
-      await networkUp;
-      yield "1";
+      if (await gate) yield "1";
     }
     // The set-up is a fixed script; paths and the command are arguments, never parsed by a shell
     // on the host (the command runs under the sandbox's own sh).
@@ -177,12 +177,14 @@ export class ContainerSession {
     if (this.network) {
       network = userNetwork(child.pid, child.stdio[4] as Readable).then(
         (net) => {
-          unblock();
+          release(true);
           return net;
         },
         (err: Error) => {
+          // Still blocked before the command: it never runs without its network.
+          if (child.exitCode !== null || child.signalCode !== null) release(false);
+          else child.once("exit", () => release(false));
           child.kill("SIGKILL");
-          unblock();
           throw err;
         },
       );
@@ -194,7 +196,7 @@ export class ContainerSession {
     if (!(net instanceof Error)) net?.stop();
     // Only the sandbox's own shell writes fd 3, before the command runs: a command cannot fake
     // a harness failure by printing bwrap's or the set-up's words.
-    if (String(r.stdio[3] ?? "") !== "1") {
+    if (String(r.stdio[3] ?? "") !== "1" || net instanceof Error) {
       const why = String(r.stderr ?? "")
         .split("\n")
         .find((l) => l.startsWith(SETUP_FAILED) || l.startsWith("bwrap: ") || l.startsWith("setpriv: "));
@@ -380,6 +382,8 @@ async function userNetwork(pid: number | undefined, info: Readable): Promise<Use
       "--mtu=65520",
       // 10.0.2.2 is not the host's 127.0.0.1.
       "--disable-host-loopback",
+      // A seccomp filter: it parses the builder's packets.
+      "--enable-seccomp",
       "--ready-fd=3",
       String(pid),
       "tap0",
@@ -389,7 +393,11 @@ async function userNetwork(pid: number | undefined, info: Readable): Promise<Use
   await new Promise<void>((resolve, reject) => {
     (slirp.stdio[3] as Readable).on("data", () => resolve());
     slirp.then((r) =>
-      reject(new Error(`slirp4netns exited: ${String(r.stderr).trim().split("\n").at(-1) || r.exitCode}`)),
+      reject(
+        new Error(
+          `slirp4netns exited: ${String(r.stderr).trim().split("\n").slice(-3).join(" / ") || r.exitCode}`,
+        ),
+      ),
     );
   });
   return { stop: () => slirp.kill("SIGKILL") };
