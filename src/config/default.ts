@@ -28,7 +28,10 @@ machines:
   # arch: a single value or a list of x86_64 | aarch64; omitted means both.
   # kernel.flavour: the Debian kernel flavour (linux-image-<flavour>-<arch>); "cloud" is the default
   #   and boots fastest under QEMU.
-  # rootfs: omitted means a Debian rootfs of the kernel's suite.
+  # kernel: { source: local, path: ../linux } instead boots the kernel of a build directory
+  #   (relative to this file): its arch/x86/boot/bzImage or arch/arm64/boot/Image, the modules it
+  #   built, include/config/kernel.release; the tree becomes /lib/modules/<release>/build.
+  # rootfs: omitted means a Debian rootfs of the kernel's suite (bookworm for a local kernel).
   # packages: extra Debian packages to install into the image, e.g. [strace, bpftool].
 
   - name: debian-bullseye-5.10    # Debian 11, oldoldstable (LTS)

@@ -1,11 +1,21 @@
 /** Reads the matrix file, validates it and expands it into one Machine per (entry, arch). */
+import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { UsageError } from "../util/errors.js";
 import { parseYamlFile } from "../util/yaml-file.js";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "./default.js";
 import { MatrixFileSchema } from "./schema.js";
-import type { Arch, ArchiveSettings, Machine, Matrix, VmSettings } from "./types.js";
+import {
+  type Arch,
+  type ArchiveSettings,
+  type KernelSource,
+  LOCAL_KERNEL_IMAGE,
+  LOCAL_KERNEL_RELEASE_FILE,
+  type Machine,
+  type Matrix,
+  type VmSettings,
+} from "./types.js";
 
 export const DEFAULT_VM: VmSettings = {
   cpus: 2,
@@ -15,6 +25,8 @@ export const DEFAULT_VM: VmSettings = {
   kernelArgs: [],
   internet: false,
 };
+/** The root disk of a machine whose kernel is not Debian's: Debian's newest stable. */
+export const DEFAULT_ROOTFS_SUITE = "bookworm";
 export const DEFAULT_ARCHIVE: ArchiveSettings = {
   mirror: "http://deb.debian.org/debian",
   securityMirror: "http://deb.debian.org/debian-security",
@@ -78,12 +90,20 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
         );
       }
       definedBy.set(id, i);
+      const kernel: KernelSource =
+        entry.kernel.source === "local"
+          ? {
+              source: "local",
+              path: localBuildDir(entry.kernel.path, arch, baseDir, `${origin}: machines[${i}]`),
+            }
+          : { ...entry.kernel };
+      const suite = entry.kernel.source === "debian" ? entry.kernel.suite : DEFAULT_ROOTFS_SUITE;
       machines.push({
         name: entry.name,
         arch,
         id,
-        kernel: { ...entry.kernel },
-        rootfs: entry.rootfs ? { ...entry.rootfs } : { source: "debian", suite: entry.kernel.suite },
+        kernel,
+        rootfs: entry.rootfs ? { ...entry.rootfs } : { source: "debian", suite },
         packages: [...entry.packages],
         vm: { ...DEFAULT_VM, ...file.vm, ...entry.vm },
       });
@@ -91,6 +111,25 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
   });
   const sources = Object.entries(file.sources ?? {}).map(([name, spec]) => ({ name, spec, baseDir }));
   return { origin, archive, machines, sources };
+}
+
+/**
+ * A local kernel's build directory, absolute (relative to the config file), checked for what kmatrix
+ * takes from it: its release and the architecture's image (a UsageError naming the field otherwise).
+ */
+function localBuildDir(given: string, arch: Arch, baseDir: string, where: string): string {
+  const dir = path.resolve(baseDir, given);
+  const field = `${where}.kernel.path`;
+  if (!existsSync(dir)) throw new UsageError(`${field}: ${given}: no such directory`);
+  if (!statSync(dir).isDirectory()) throw new UsageError(`${field}: ${given}: not a directory`);
+  if (!existsSync(path.join(dir, LOCAL_KERNEL_RELEASE_FILE)))
+    throw new UsageError(
+      `${field}: ${given}: no ${LOCAL_KERNEL_RELEASE_FILE} (not a built kernel tree: run make first)`,
+    );
+  const image = LOCAL_KERNEL_IMAGE[arch];
+  if (!existsSync(path.join(dir, image)))
+    throw new UsageError(`${field}: ${given}: no ${image}, the kernel image for ${arch}`);
+  return dir;
 }
 
 /**
@@ -137,7 +176,9 @@ export function describeMachines(machines: readonly Machine[]): string {
     ...machines.map((m) => [
       m.name,
       m.arch,
-      `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`,
+      m.kernel.source === "debian"
+        ? `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`
+        : `${m.kernel.source} ${m.kernel.path}`,
       `${m.rootfs.source} ${m.rootfs.suite}`,
       String(m.vm.cpus),
       `${m.vm.memoryMiB} MiB`,

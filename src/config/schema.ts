@@ -43,6 +43,11 @@ export const KernelSourceSchema = z.discriminatedUnion("source", [
       .regex(FLAVOUR_RE, { error: "expected a kernel flavour like cloud ([a-z0-9][a-z0-9-]*)" })
       .default("cloud"),
   }),
+  /** A kernel build directory on this host (relative to the config file); load.ts checks its files. */
+  z.strictObject({
+    source: z.literal("local"),
+    path: z.string().regex(/\S/, { error: "expected the path of a kernel build directory" }),
+  }),
 ]);
 
 export const RootfsSourceSchema = z.discriminatedUnion("source", [

@@ -17,8 +17,21 @@ export interface VmSettings {
   internet: boolean;
 }
 
-/** Where a machine's kernel comes from. A discriminated union so that `oci` can join later. */
-export type KernelSource = { source: "debian"; suite: string; flavour: string };
+/**
+ * Where a machine's kernel comes from (a discriminated union, one member per source): the newest
+ * kernel of a Debian suite, or a kernel build directory on this host (absolute path).
+ */
+export type KernelSource =
+  | { source: "debian"; suite: string; flavour: string }
+  | { source: "local"; path: string };
+/** The kernel image of a build directory (`kernel: { source: local }`), per architecture. */
+export const LOCAL_KERNEL_IMAGE: Record<Arch, string> = {
+  x86_64: "arch/x86/boot/bzImage",
+  aarch64: "arch/arm64/boot/Image",
+};
+/** What a build directory must hold: its `uname -r` (written by the kernel's build). */
+export const LOCAL_KERNEL_RELEASE_FILE = "include/config/kernel.release";
+
 /** Where a machine's root filesystem comes from. */
 export type RootfsSource = { source: "debian"; suite: string };
 

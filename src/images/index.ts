@@ -11,6 +11,7 @@ import { debianKernelSource } from "./debian/index.js";
 import { DebianArchive, type DebPackage, debArchOf } from "./debian-archive.js";
 import { BARE_INIT, STAGE1_INIT, STAGE2_INIT } from "./guest-init.js";
 import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
+import { localKernelSource } from "./local/index.js";
 import { buildRootfs, rootfsRecipe } from "./rootfs.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "./source.js";
 
@@ -22,6 +23,7 @@ const RECIPE_VERSION = 1;
 /** The kernel source of each `kernel.source` of the matrix. */
 const KERNEL_SOURCES: Record<Machine["kernel"]["source"], KernelSource> = {
   debian: debianKernelSource,
+  local: localKernelSource,
 };
 
 /** Everything a VM backend needs to boot a machine. */

@@ -164,7 +164,7 @@ machines:
     );
     expect(errorOf(`archive: { keyring: [a] }\n${ONE}`)).toMatch(/^kmatrix\.yaml: archive\.keyring: /);
     expect(errorOf(ONE.replace("source: debian", "source: oci"))).toBe(
-      'kmatrix.yaml: machines[0].kernel.source: expected "debian", got "oci"',
+      'kmatrix.yaml: machines[0].kernel.source: expected "debian" or "local", got "oci"',
     );
     expect(errorOf("machines: []\n")).toBe("kmatrix.yaml: machines: must not be empty");
     expect(errorOf("vm: {}\n")).toBe("kmatrix.yaml: machines: missing (required)");
@@ -262,6 +262,53 @@ describe("loadMatrix", () => {
     await expect(loadMatrix({ configPath: "nope.yaml", cwd: dir })).rejects.toThrow(UsageError);
     await expect(loadMatrix({ configPath: "nope.yaml", cwd: dir })).rejects.toThrow(
       "nope.yaml: config file not found",
+    );
+  });
+});
+
+describe("kernel: { source: local }", () => {
+  let dir: string;
+  const config = (kernelPath: string, arch = "x86_64", rootfs = "") =>
+    `machines:\n  - name: mine\n    arch: ${arch}\n    kernel: { source: local, path: ${kernelPath} }\n${rootfs}`;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "kmatrix-local-"));
+    await mkdir(path.join(dir, "linux/include/config"), { recursive: true });
+    await mkdir(path.join(dir, "linux/arch/x86/boot"), { recursive: true });
+    await writeFile(path.join(dir, "linux/include/config/kernel.release"), "6.18.0-rc1\n");
+    await writeFile(path.join(dir, "linux/arch/x86/boot/bzImage"), "image");
+    await mkdir(path.join(dir, "unbuilt"));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it("takes the path relative to the config file; the root disk is bookworm's unless given", async () => {
+    await writeFile(path.join(dir, "k.yaml"), config("linux"));
+    const m = await loadMatrix({ configPath: "k.yaml", cwd: dir });
+    expect(m.machines[0]?.kernel).toEqual({ source: "local", path: path.join(dir, "linux") });
+    expect(m.machines[0]?.rootfs).toEqual({ source: "debian", suite: "bookworm" });
+    const t = parseMatrix(
+      config(path.join(dir, "linux"), "x86_64", "    rootfs: { source: debian, suite: trixie }\n"),
+      "x.yaml",
+    );
+    expect(t.machines[0]?.rootfs).toEqual({ source: "debian", suite: "trixie" });
+    expect(describeMachines(t.machines).split("\n")[1]).toContain(`local ${path.join(dir, "linux")}`);
+  });
+
+  it("names the field of a missing path, an unbuilt tree, an image missing for the architecture", () => {
+    const at = (p: string, arch?: string) => errorOf(config(p, arch), "k.yaml");
+    expect(errorOf(`machines:\n  - name: mine\n    kernel: { source: local }\n`, "k.yaml")).toMatch(
+      /^k\.yaml: machines\[0\]\.kernel\.path: /,
+    );
+    expect(at(path.join(dir, "nope"))).toBe(
+      `k.yaml: machines[0].kernel.path: ${path.join(dir, "nope")}: no such directory`,
+    );
+    expect(at(path.join(dir, "unbuilt"))).toBe(
+      `k.yaml: machines[0].kernel.path: ${path.join(dir, "unbuilt")}: no include/config/kernel.release (not a built kernel tree: run make first)`,
+    );
+    expect(at(path.join(dir, "linux"), "[x86_64, aarch64]")).toBe(
+      `k.yaml: machines[0].kernel.path: ${path.join(dir, "linux")}: no arch/arm64/boot/Image, the kernel image for aarch64`,
+    );
+    expect(errorOf(config(`${path.join(dir, "linux")}, suite: bookworm`), "k.yaml")).toBe(
+      'k.yaml: machines[0].kernel: unknown key "suite"',
     );
   });
 });
