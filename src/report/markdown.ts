@@ -56,10 +56,22 @@ function section(c: Cell): string {
 
 /** `Run <id> (plan <name> with libs <version>, kmatrix <version>, <arch>).` */
 function aboutLine(run: LoadedRun, arch: Arch): string {
+  return `Run \`${run.run.runId}\` (${whatRan(run, arch)}).`;
+}
+
+/**
+ * `Plan <name> with libs <version>, kmatrix <version>, <arch>.` The Falco-style matrix names what
+ * ran, not which run: a run merged from shards renders exactly like the same matrix run at once.
+ */
+function testedLine(run: LoadedRun, arch: Arch): string {
+  return `${whatRan(run, arch).replace(/^plan/, "Plan")}.`;
+}
+
+function whatRan(run: LoadedRun, arch: Arch): string {
   const tested = sourceVersions(run)
     .map((v) => ` with ${v}`)
     .join("");
-  return `Run \`${run.run.runId}\` (plan \`${run.run.plan.name}\`${tested}, kmatrix ${run.run.kmatrixVersion}, ${arch}).`;
+  return `plan \`${run.run.plan.name}\`${tested}, kmatrix ${run.run.kmatrixVersion}, ${arch}`;
 }
 
 export interface MarkdownOptions {
@@ -73,7 +85,7 @@ export interface MarkdownOptions {
 export function renderMarkdown(run: LoadedRun, arch: Arch, opts: MarkdownOptions = {}): string {
   return opts.style === "kmatrix"
     ? renderKmatrixMarkdown(run, arch, opts.diff, opts.dropped ?? [])
-    : renderFalcoMarkdown(run, arch, aboutLine(run, arch), opts.diff);
+    : renderFalcoMarkdown(run, arch, testedLine(run, arch), opts.diff);
 }
 
 function renderKmatrixMarkdown(
