@@ -112,12 +112,12 @@ describe("engine verdicts (fake machines)", () => {
     expect(r.cells.after?.verdict).toBe("pass");
   });
 
-  it("a hung kernel fails its test (keepalive lost, or a lockup report), with a fresh boot after", async () => {
+  it("a hung kernel fails its test (keepalive lost, or a lockup report and no end), with a fresh boot after", async () => {
     const r = await run(TESTS, {
       steps: {
         "do-load": { result: { exitCode: undefined, channelLost: "keepalive" } },
         "do-after": {
-          result: { exitCode: 0 },
+          result: { exitCode: undefined, timedOut: true },
           kernel: { hung: ["watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [insmod:99]"] },
         },
       },
@@ -132,6 +132,13 @@ describe("engine verdicts (fake machines)", () => {
       boot: 2,
     });
     expect(r.cells.other).toMatchObject({ verdict: "pass", boot: 3 });
+  });
+
+  it("a stall report from a command that still finished is judged on the command, and replaces the machine", async () => {
+    const stall = "rcu: INFO: rcu_preempt self-detected stall on CPU";
+    const r = await run(TESTS, { steps: { "do-load": { kernel: { hung: [stall] } } } });
+    expect(r.cells.load).toMatchObject({ verdict: "pass", reason: `kernel stall reported: ${stall}` });
+    expect(r.cells.after).toMatchObject({ verdict: "pass", boot: 2 });
   });
 
   it("a lost channel is a harness error for that test only; a timeout fails it; both replace the machine", async () => {
