@@ -14,6 +14,7 @@ import {
   type DebArch,
   type DebianArchive,
   type DebPackage,
+  debPackageSchema,
 } from "./debian-archive.js";
 
 export interface DebianBase {
@@ -27,22 +28,11 @@ export interface DebianBase {
 
 const MAX_AGE_MS = 86_400_000;
 
-const packageSchema = z.object({
-  name: z.string(),
-  version: z.string(),
-  architecture: z.string(),
-  filename: z.string(),
-  size: z.number(),
-  sha256: z.string(),
-  depends: z.string(),
-  baseUrl: z.string(),
-  suite: z.string(),
-});
 const baseSchema = z.object({
   suite: z.string(),
   debArch: z.enum(["amd64", "arm64"]),
   suites: z.array(z.string()),
-  busybox: packageSchema,
+  busybox: debPackageSchema,
   resolvedAt: z.iso.datetime(),
 });
 

@@ -345,7 +345,8 @@ class NetworkError extends Error {
   override name = "NetworkError";
 }
 
-const debPackageSchema = z.object({
+/** A DebPackage as caches store it (resolutions of kernels and busybox). */
+export const debPackageSchema = z.object({
   name: z.string(),
   version: z.string(),
   architecture: z.string(),
