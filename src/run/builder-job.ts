@@ -1,5 +1,5 @@
 import { lstat, mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Arch, Machine } from "../config/types.js";
 import type { MachineImage } from "../images/index.js";
 import { judgeBuilder } from "../plan/cells.js";
@@ -9,11 +9,13 @@ import { listFiles } from "../util/safe-extract.js";
 import { hostArch } from "../vm/accel.js";
 import { builderCacheKey, restoreBuilder, storeBuilder } from "./builder-cache.js";
 import {
+  bootOf,
   builderKey,
   type Engine,
   GUEST,
   guestCommand,
   harnessReason,
+  imageOf,
   outputTail,
   outputTo,
   provision,
@@ -57,10 +59,7 @@ export async function runBuilder(
   let session: StepSession | undefined;
   let isolation: "vm" | "container" | undefined;
   try {
-    e.bus.emit({ type: "image-preparing", machineId: machine.id });
-    const image = await e.provider.image(machine, (line) =>
-      e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
-    );
+    const image = await imageOf(e, machine);
     const cacheKey = await builderCacheKey(e, b, arch, machine, image, needed);
     const artifactsDir = join(e.outDir, "artifacts", arch, b.name);
     const hit = e.rebuild ? undefined : await restoreBuilder(b.name, arch, cacheKey, artifactsDir);
@@ -74,16 +73,12 @@ export async function runBuilder(
         join(e.runDir, "builder", workName.replace("@", "_")),
       );
     } else {
-      await mkdir(join(e.outDir, "consoles"), { recursive: true });
-      const booted = await e.provider.boot(machine, image, {
+      const booted = await bootOf(e, machine, image, {
         role: "builder",
         runDir: join(e.runDir, "builder"),
         workName,
-        consoleLog: join(e.outDir, "consoles", `${slot}.builder-${b.name}.log`),
-        onBooting: (accel) =>
-          e.bus.emit({ type: "machine-booting", machineId: machine.id, role: "builder", accel }),
+        consoleName: `${slot}.builder-${b.name}.log`,
       });
-      e.bus.emit({ type: "machine-booted", machineId: machine.id, bootMs: booted.session.usableMs });
       session = booted.session;
     }
     await provision(e, session, arch, b.needs);
@@ -107,18 +102,16 @@ export async function runBuilder(
         reason: judged.reason,
         console: evidence.consoleTail,
       });
-    const dest = join(e.outDir, "artifacts", arch);
-    await mkdir(dest, { recursive: true });
-    const mine = join(dest, b.name);
     // A builder that runs again (--resume) starts from nothing: what is listed is what it made now.
-    await rm(mine, { recursive: true, force: true });
+    await rm(artifactsDir, { recursive: true, force: true });
+    await mkdir(dirname(artifactsDir), { recursive: true });
     // What the builder left that is unsafe on the host (setuid bits are dropped silently; device
     // nodes, links out of its tree…) is refused; the rest is its artifacts, and it stays ok.
-    const { refused } = await session.copyOut(out, dest);
+    const { refused } = await session.copyOut(out, dirname(artifactsDir));
     // All of it refused (its output directory was a link): who needs it gets an empty one.
-    if (!(await lstat(mine).catch(() => undefined))) await mkdir(mine);
+    if (!(await lstat(artifactsDir).catch(() => undefined))) await mkdir(artifactsDir);
     // Listed on the host from what was extracted, so the record names only files that exist.
-    const artifacts = await listFiles(mine);
+    const artifacts = await listFiles(artifactsDir);
     const record: BuilderRecord = {
       ...base,
       ...facts,
@@ -128,7 +121,7 @@ export async function runBuilder(
       cacheKey,
       ...(refused.length > 0 && { refused }),
     };
-    await storeBuilder(record, cacheKey, mine);
+    await storeBuilder(record, cacheKey, artifactsDir);
     return finish(record);
   } catch (err) {
     return finish({

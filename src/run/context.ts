@@ -1,13 +1,15 @@
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Arch, Machine, Matrix } from "../config/types.js";
 import { BootError, GuestFault } from "../guest/session.js";
 import type { ExecOptions } from "../guest/ssh.js";
+import type { MachineImage } from "../images/index.js";
 import type { Plan } from "../plan/load.js";
 import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord } from "../results/types.js";
 import { shellQuote } from "../util/shell-quote.js";
 import type { EventBus } from "./events.js";
-import type { MachineProvider, StepSession } from "./machines.js";
+import type { BootedMachine, BootRequest, MachineProvider, StepSession } from "./machines.js";
 
 /** Where things live inside every machine. */
 export const GUEST = {
@@ -63,6 +65,33 @@ export function outputTo(
 ): Pick<ExecOptions, "onStdout" | "onStderr"> {
   const emit = (chunk: string) => e.bus.emit({ type: "step-output", machineId, step, chunk });
   return { onStdout: emit, onStderr: emit };
+}
+
+/** The machine's image (built first if the cache lacks it), its progress on the event bus. */
+export async function imageOf(e: Engine, machine: Machine): Promise<MachineImage> {
+  e.bus.emit({ type: "image-preparing", machineId: machine.id });
+  return e.provider.image(machine, (line) =>
+    e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
+  );
+}
+
+/** Boots a machine (test or builder), announcing it on the event bus; the console goes to the run's consoles/. */
+export async function bootOf(
+  e: Engine,
+  machine: Machine,
+  image: MachineImage,
+  req: Omit<BootRequest, "onBooting" | "consoleLog"> & { consoleName: string },
+): Promise<{ session: BootedMachine; accel: string }> {
+  await mkdir(join(e.outDir, "consoles"), { recursive: true });
+  const { consoleName, ...rest } = req;
+  const booted = await e.provider.boot(machine, image, {
+    ...rest,
+    consoleLog: join(e.outDir, "consoles", consoleName),
+    onBooting: (accel) =>
+      e.bus.emit({ type: "machine-booting", machineId: machine.id, role: req.role, accel }),
+  });
+  e.bus.emit({ type: "machine-booted", machineId: machine.id, bootMs: booted.session.usableMs });
+  return booted;
 }
 
 /** Sources and the artifacts of the given builders, where every command expects them. */

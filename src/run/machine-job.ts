@@ -1,4 +1,3 @@
-import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Machine } from "../config/types.js";
 import { BootError } from "../guest/session.js";
@@ -7,11 +6,13 @@ import { type Judgement, judgeTest, type Outcome, plannedSkip, prerequisiteOutco
 import type { TestSpec } from "../plan/schema.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../results/types.js";
 import {
+  bootOf,
   builderKey,
   cellKey,
   type Engine,
   guestCommand,
   harnessReason,
+  imageOf,
   outputTail,
   outputTo,
   provision,
@@ -73,17 +74,13 @@ export async function runMachine(
   };
 
   const bootFresh = async (image: MachineImage): Promise<BootedMachine> => {
-    await mkdir(join(e.outDir, "consoles"), { recursive: true });
     summary.boots = (summary.boots ?? 0) + 1;
     // Every boot of the machine appends to the same console log.
-    const booted = await e.provider.boot(machine, image, {
+    const booted = await bootOf(e, machine, image, {
       role: "test",
       runDir: join(e.runDir, "test"),
-      consoleLog: join(e.outDir, "consoles", `${machine.id}.log`),
-      onBooting: (accel) =>
-        e.bus.emit({ type: "machine-booting", machineId: machine.id, role: "test", accel }),
+      consoleName: `${machine.id}.log`,
     });
-    e.bus.emit({ type: "machine-booted", machineId: machine.id, bootMs: booted.session.usableMs });
     summary.accel ??= booted.accel;
     summary.bootMs ??= booted.session.usableMs;
     try {
@@ -137,10 +134,7 @@ export async function runMachine(
   try {
     let image: MachineImage;
     try {
-      e.bus.emit({ type: "image-preparing", machineId: machine.id });
-      image = await e.provider.image(machine, (line) =>
-        e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
-      );
+      image = await imageOf(e, machine);
       summary.kernelRelease = image.kernelRelease;
       summary.kernelVersion = image.kernelVersion;
       summary.image = image.manifests;

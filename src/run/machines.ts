@@ -6,6 +6,7 @@ import type { ExecOptions, ExecResult } from "../guest/ssh.js";
 import { type MachineImage, prepareImage } from "../images/index.js";
 import type { ExtractResult } from "../util/safe-extract.js";
 import { decideAccel } from "../vm/accel.js";
+import { emptyWindow } from "../vm/kernel-log.js";
 
 /** Where a step's command runs: a booted machine, or a container of its image (builders only). */
 export interface StepSession {
@@ -90,7 +91,7 @@ export function realMachines(archive: ArchiveSettings): MachineProvider {
 
 /** A container has no kernel of its own: its steps' evidence is the command's result alone. */
 function withoutKernel(session: ContainerSession): StepSession {
-  const empty = { lines: [], cutLines: 0, oops: [], hung: [], oom: [], warnings: [], complete: true };
+  const empty = emptyWindow(true);
   return {
     async runStep(command, opts) {
       try {

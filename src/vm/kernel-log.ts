@@ -27,16 +27,19 @@ export interface KernelWindow {
 const MAX_LINES = 400;
 const MAX_SIGNALS = 20;
 
+/** A window with nothing in it; `complete` when nothing can still be in flight (no kernel at all). */
+export const emptyWindow = (complete: boolean): KernelWindow => ({
+  lines: [],
+  cutLines: 0,
+  oops: [],
+  hung: [],
+  oom: [],
+  warnings: [],
+  complete,
+});
+
 class WindowBuilder {
-  readonly w: KernelWindow = {
-    lines: [],
-    cutLines: 0,
-    oops: [],
-    hung: [],
-    oom: [],
-    warnings: [],
-    complete: false,
-  };
+  readonly w = emptyWindow(false);
 
   add(line: string): void {
     const text = line.trimEnd();

@@ -7,7 +7,7 @@ import type { StepEvidence } from "../../src/guest/session.js";
 import type { ExecResult } from "../../src/guest/ssh.js";
 import type { MachineImage } from "../../src/images/index.js";
 import type { BootedMachine, MachineProvider, StepSession } from "../../src/run/machines.js";
-import type { KernelWindow } from "../../src/vm/kernel-log.js";
+import { emptyWindow, type KernelWindow } from "../../src/vm/kernel-log.js";
 
 /** What one scripted step does. */
 export interface FakeStep {
@@ -44,16 +44,7 @@ const exec = (over: Partial<ExecResult> = {}): ExecResult => ({
   ...over,
 });
 
-const window = (over: Partial<KernelWindow> = {}): KernelWindow => ({
-  lines: [],
-  cutLines: 0,
-  oops: [],
-  hung: [],
-  oom: [],
-  warnings: [],
-  complete: true,
-  ...over,
-});
+const window = (over: Partial<KernelWindow> = {}): KernelWindow => ({ ...emptyWindow(true), ...over });
 
 export function fakeMachines(script: FakeScript): { provider: MachineProvider; log: FakeLog } {
   const log: FakeLog = { steps: [], boots: {}, stopped: 0 };
