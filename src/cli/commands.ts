@@ -144,6 +144,12 @@ export function registerCommands(program: Command): void {
         .choices(["auto", "vm", "container"])
         .default("auto"),
     )
+    .addOption(
+      new Option(
+        "--compile-in <where>",
+        "where the plan's compile steps (tests with compileIn) run: auto = the VM with KVM, else (as root) a sandbox of the machine's image",
+      ).choices(["auto", "vm", "sandbox"]),
+    )
     .option("--rebuild", "run every builder, even when its artifacts are cached from an earlier run")
     .option(
       "--shard <i/n>",

@@ -117,10 +117,14 @@ function describe(e: RunEvent): string | undefined {
       const outcome = r.ok ? (r.cached ? "reused (cached)" : "ok") : `FAILED: ${r.reason}`;
       return `${r.machineId}: builder ${r.builder} ${outcome}${refusedNote(r.refused)}`;
     }
-    case "step-started":
+    case "step-started": {
+      const sandbox = e.ranIn === "sandbox";
       return e.test.endsWith(".rerun")
-        ? `${e.machineId}: ${e.test.slice(0, -".rerun".length)} started again (a prerequisite, on the fresh machine)`
-        : `${e.machineId}: ${e.test} started`;
+        ? `${e.machineId}: ${e.test.slice(0, -".rerun".length)} started again (a prerequisite, ${sandbox ? "in a sandbox of its image" : "on the fresh machine"})`
+        : `${e.machineId}: ${e.test} started${sandbox ? " (compile step, in a sandbox of its image)" : ""}`;
+    }
+    case "notice":
+      return `${e.machineId}: ${e.line}`;
     case "machine-replaced":
       return `${e.machineId}: in doubt after ${e.afterTest} (${e.reason}): the next tests run on a freshly booted machine`;
     case "cell": {
@@ -189,9 +193,10 @@ export function liveProgress(stream: NodeJS.WriteStream): {
           above(describe(e) ?? "");
           return;
         case "step-started":
-          status.set(e.machineId, `${e.test}…`);
+          status.set(e.machineId, `${e.test}${e.ranIn === "sandbox" ? " (sandbox)" : ""}…`);
           break;
         case "machine-replaced":
+        case "notice":
           above(describe(e) ?? "");
           return;
         case "cell":

@@ -29,6 +29,8 @@ export interface RunFlags {
   builders?: "vm" | "container" | "auto";
   /** Run builders even when their artifacts are cached. */
   rebuild?: boolean;
+  /** Where compile steps run, over the plan's `compileIn` (see EngineOptions.compileIn). */
+  compileIn?: "auto" | "vm" | "sandbox";
   /** Plan source locations given on the command line (`--libs`, `--source name=…`). */
   sources?: Record<string, string>;
   /** `--set NAME=VALUE`: plan variables. */
@@ -159,6 +161,7 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
       keptBuilders,
       builders: flags.builders ?? "auto",
       rebuild: flags.rebuild,
+      compileIn: flags.compileIn,
     });
   } finally {
     restoreInterrupt();

@@ -1,5 +1,16 @@
 import type { Stats } from "node:fs";
-import { chmod, chown, copyFile, lstat, mkdir, realpath, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  copyFile,
+  lstat,
+  mkdir,
+  readdir,
+  realpath,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -250,6 +261,25 @@ export class ContainerSession {
     return copyOutOfUpper(this.upper, remotePath, localDir);
   }
 
+  /** What the files under `remoteDir` are now (see copyChangesOut). */
+  snapshot(remoteDir: string): Promise<Snapshot> {
+    return snapshotOfUpper(this.upper, remoteDir);
+  }
+
+  /**
+   * Copies out what commands wrote under `remoteDir` since `since` was taken: new and changed
+   * files (and links) only, with their directories, so a compile step's outputs can follow it into
+   * the machine without copying the sources it read back in. Deletions are not carried.
+   */
+  async copyChangesOut(remoteDir: string, since: Snapshot, localDir: string): Promise<ChangesOut> {
+    const now = await this.snapshot(remoteDir);
+    const changed = [...now].filter(([path, stamp]) => since.get(path) !== stamp).map(([path]) => path);
+    const wanted = new Set(changed);
+    await mkdir(localDir, { recursive: true });
+    const result = await copyOutOfUpper(this.upper, remoteDir, localDir, (path) => wanted.has(path));
+    return { ...result, files: changed };
+  }
+
   /**
    * Deletes the sandbox's scratch at once: `workDir` with the overlay's upper and work layers
    * (everything the builder wrote; its artifacts were copied out before). Nothing is mounted
@@ -291,6 +321,8 @@ export async function copyOutOfUpper(
   upper: string,
   remotePath: string,
   localDir: string,
+  /** Only these files and links (paths as `<base name>/…`); directories are always walked. */
+  only?: (path: string) => boolean,
 ): Promise<ExtractResult> {
   const root = await realpath(upper);
   const src = join(root, remotePath);
@@ -319,7 +351,9 @@ export async function copyOutOfUpper(
       follow: false,
       // node-tar leaves special files out silently; say so.
       filter: (path, st) => {
-        if (!("isFile" in st) || st.isFile() || st.isDirectory() || st.isSymbolicLink()) return true;
+        if ("isDirectory" in st && st.isDirectory()) return true;
+        if (only && !only(path)) return false;
+        if (!("isFile" in st) || st.isFile() || st.isSymbolicLink()) return true;
         refused.push({ path, why: `${specialKind(st)} not allowed` });
         return false;
       },
@@ -328,6 +362,32 @@ export async function copyOutOfUpper(
   );
   const extracted = await safeExtract(archive, localDir, { tree: name });
   return { refused: [...refused, ...extracted.refused] };
+}
+
+/** Path (`<base name>/…`, as copyOutOfUpper's `only` sees it) → size and times, of files and links. */
+export type Snapshot = Map<string, string>;
+
+export interface ChangesOut extends ExtractResult {
+  /** The new and changed paths (`<base name>/…`). */
+  files: string[];
+}
+
+/** Walks `remoteDir` of the upper layer without following links (they are the sandbox's). */
+async function snapshotOfUpper(upper: string, remoteDir: string): Promise<Snapshot> {
+  const snapshot: Snapshot = new Map();
+  const root = join(upper, remoteDir);
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const path = `${rel}/${entry.name}`;
+      if (entry.isDirectory()) await walk(join(dir, entry.name), path);
+      else if (entry.isFile() || entry.isSymbolicLink()) {
+        const st = await lstat(join(dir, entry.name), { bigint: true });
+        snapshot.set(path, `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}`);
+      }
+    }
+  };
+  if ((await lstat(root).catch(() => undefined))?.isDirectory()) await walk(root, basename(root));
+  return snapshot;
 }
 
 function specialKind(st: Stats): string {

@@ -64,6 +64,15 @@ export const TestSchema = z.strictObject({
    * be the number asked for (scap-open prints both).
    */
   check: z.enum(["exit-code", "scap-open"]).default("exit-code"),
+  /**
+   * Declares a compile-only step (it reads the machine's compilers and headers, not its running
+   * kernel), and where it runs: `vm` (the booted machine), `sandbox` (a sandbox of the machine's
+   * own root disk, natively or through qemu-user: the same compiler and headers make the same
+   * objects, tens of times faster than an emulated CPU), or `auto` (the VM when KVM works, the
+   * sandbox when not). What it writes under /kmatrix is copied into the machine for later tests.
+   * Absent: not a compile step, it always runs in the VM.
+   */
+  compileIn: z.enum(["auto", "vm", "sandbox"]).optional(),
   timeoutSec: Seconds.default(900),
 });
 

@@ -68,6 +68,7 @@ function dialog(c: Cell, id: string, run: LoadedRun): string {
     r?.builder &&
       `verdict from builder <code>${esc(r.builder)}</code>${builder?.ranOn ? ` (ran on ${esc(builder.ranOn)})` : ""}`,
     r?.command && `command <code>${esc(r.command)}</code>`,
+    r?.ranIn === "sandbox" && "ran in a sandbox of the machine's image (a compile step)",
     r?.exitCode !== undefined && `exit code ${r.exitCode}`,
     r?.timedOut && "timed out",
     r?.durationMs !== undefined && `took ${formatDuration(r.durationMs)}`,
@@ -115,12 +116,12 @@ export function renderArchPage(
     const kind = change.get(`${c.machineId}\u0000${c.test}`);
     const warned = isWarnedPass(c);
     const nWarnings = c.record?.kernelWarnings?.length || 1;
-    const attrs = `data-machine="${esc(c.machine)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}"${warned ? ` data-kernel-warnings="${nWarnings}"` : ""}${kind ? ` data-change="${kind}"` : ""}`;
+    const attrs = `data-machine="${esc(c.machine)}" data-machine-id="${esc(c.machineId)}" data-test="${esc(c.test)}" data-verdict="${c.verdict}"${c.record?.ranIn ? ` data-ran-in="${c.record.ranIn}"` : ""}${warned ? ` data-kernel-warnings="${nWarnings}"` : ""}${kind ? ` data-change="${kind}"` : ""}`;
     const id = anchors.get(c);
     const link = (attrs: string, inner: string) =>
       `<a href="#${esc(id ?? "")}" data-open="${esc(id ?? "")}" ${attrs}>${inner}</a>`;
     const inner = !id
-      ? `<span title="${esc(c.test)}: passed">${SYMBOL.pass}</span>`
+      ? `<span title="${esc(c.test)}: passed${c.record?.ranIn === "sandbox" ? " (in a sandbox of the machine's image)" : ""}">${SYMBOL.pass}</span>`
       : warned
         ? link(
             `title="${esc(`${c.test}: passed, ${c.reason ?? "kernel warning"}`)}" aria-label="${esc(c.test)}: passed, kernel warning"`,

@@ -42,6 +42,7 @@ function details(c: Cell, run: LoadedRun): string {
   section("processes left behind (killed)", r?.leftover);
   if (r?.boot !== undefined && r.boot > 1)
     parts.push(`(ran on boot ${r.boot} of the machine: an earlier test left it in doubt)`);
+  if (r?.ranIn === "sandbox") parts.push("(ran in a sandbox of the machine's image: a compile step)");
   if (c.logFile) parts.push(`(full output: ${c.logFile})`);
   return parts.filter(Boolean).join("\n");
 }

@@ -14,7 +14,7 @@ import {
 } from "./load.js";
 
 /** A cell as summary.json lists it: its verdict and reason, and the WARN() lines of a warned test. */
-export type SummaryCell = CellSummary & { kernelWarnings?: string[] };
+export type SummaryCell = CellSummary & { kernelWarnings?: string[]; ranIn?: "vm" | "sandbox" };
 
 export interface ArchSummary {
   counts: Record<CellVerdict, number>;
@@ -117,6 +117,7 @@ export function buildSummary(
       verdict: c.verdict,
       ...(c.reason !== undefined && { reason: c.reason }),
       ...(c.record?.kernelWarnings?.length && { kernelWarnings: c.record.kernelWarnings }),
+      ...(c.record?.ranIn && { ranIn: c.record.ranIn }),
     })),
     ...(dropped.length && { droppedColumns: dropped }),
     ...(baseline && { baseline }),

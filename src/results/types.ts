@@ -48,6 +48,11 @@ export interface CellRecord {
   leftover?: string[];
   /** Which boot of the machine ran the test: 1, or higher after an earlier test left it in doubt. */
   boot?: number;
+  /**
+   * Where the command ran: the booted machine, or a sandbox of its root disk (a compile step, see
+   * TestSpec.compileIn). Absent in records of runs before sandboxes: the VM.
+   */
+  ranIn?: "vm" | "sandbox";
   /** The builder this verdict comes from, when it is a builder's failure (--resume re-runs those). */
   builder?: string;
   /** Console excerpt when the kernel panicked, oopsed or hung. */

@@ -81,10 +81,12 @@ export async function runBuilder(
       });
       session = booted.session;
     }
-    await provision(e, session, arch, b.needs);
+    // In a sandbox, the machine's kernel is still the one its builds are for.
+    const sandboxFor = isolation === "container" ? image.kernelRelease : undefined;
+    await provision(e, session, arch, b.needs, sandboxFor);
     const out = `${GUEST.out}/${b.name}`;
     const evidence = await session.runStep(
-      guestCommand(b.command, arch, { ...e.plan.env, KMATRIX_OUT: out }, out),
+      guestCommand(b.command, arch, { ...e.plan.env, KMATRIX_OUT: out }, { mkdirFirst: out, sandboxFor }),
       {
         timeoutMs: b.timeoutSec * 1000,
         ...outputTo(e, slot, step),

@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Arch, Machine, Matrix } from "../config/types.js";
 import { BootError, GuestFault } from "../guest/session.js";
@@ -17,6 +17,8 @@ export const GUEST = {
   src: "/kmatrix/src",
   artifacts: "/kmatrix/artifacts",
   out: "/kmatrix/out",
+  /** Sandboxes only, outside /kmatrix so it never follows a compile step's outputs into a machine. */
+  sandboxBin: "/opt/kmatrix/bin",
 };
 
 export interface EngineOptions {
@@ -43,6 +45,8 @@ export interface EngineOptions {
   provider?: MachineProvider;
   /** Run every builder even when its artifacts are cached (--rebuild). */
   rebuild?: boolean;
+  /** Where compile steps (tests with `compileIn`) run, over what the plan says (--compile-in). */
+  compileIn?: "auto" | "vm" | "sandbox";
 }
 
 /** The engine's options with the provider chosen, and the sources' digests (computed once, when a builder asks). */
@@ -94,29 +98,58 @@ export async function bootOf(
   return booted;
 }
 
-/** Sources and the artifacts of the given builders, where every command expects them. */
+/**
+ * Sources and the artifacts of the given builders, where every command expects them. A sandbox
+ * standing for a machine whose kernel is `sandboxFor` also gets the `uname` that says so.
+ */
 export async function provision(
   e: Engine,
   session: StepSession,
   arch: Arch,
   builders: string[],
+  sandboxFor?: string,
 ): Promise<void> {
   for (const [name, src] of e.sources) await session.copyIn(src.dir, GUEST.src, name, src.files);
   for (const b of builders) await session.copyIn(join(e.outDir, "artifacts", arch, b), GUEST.artifacts, b);
+  if (sandboxFor) {
+    const dir = join(e.runDir, "uname", sandboxFor);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "uname"), unameShim(sandboxFor), { mode: 0o755 });
+    await session.copyIn(join(dir, "uname"), GUEST.sandboxBin);
+  }
   await session.run(`mkdir -p ${GUEST.src} ${GUEST.artifacts} ${GUEST.out}`);
 }
 
-/** The plan's command, run by the guest's shell with kmatrix's environment, from /kmatrix. */
+/**
+ * A sandbox runs on the host's kernel, but what it builds is for its machine's: Makefiles that
+ * find their kernel with `uname -r` (Kbuild's usual `/lib/modules/$(uname -r)/build`) must get the
+ * machine's release, never the host's. Everything else uname says is left as it is.
+ */
+export function unameShim(release: string): string {
+  return `#!/bin/sh
+# kmatrix: this sandbox stands for a machine whose kernel is ${release}.
+/bin/uname "$@" | awk -v h="$(/bin/uname -r)" -v m=${shellQuote(release)} '{ i = index($0, h); if (i) $0 = substr($0, 1, i - 1) m substr($0, i + length(h)); print }'
+`;
+}
+
+/**
+ * The plan's command, run by the guest's shell with kmatrix's environment, from /kmatrix. In a
+ * sandbox standing for a machine (`sandboxFor`: its kernel release) $KMATRIX_KERNEL and `uname -r`
+ * name that machine's kernel.
+ */
 export function guestCommand(
   command: string,
   arch: Arch,
   env: Record<string, string> = {},
-  mkdirFirst?: string,
+  opts: { mkdirFirst?: string; sandboxFor?: string } = {},
 ): string {
   const vars = { KMATRIX_SRC: GUEST.src, KMATRIX_ARTIFACTS: GUEST.artifacts, KMATRIX_ARCH: arch, ...env };
   const exports = Object.entries(vars).map(([k, v]) => `${k}=${shellQuote(v)}`);
-  const prep = mkdirFirst ? `mkdir -p ${shellQuote(mkdirFirst)} && ` : "";
-  return `${prep}export ${exports.join(" ")} KMATRIX_KERNEL="$(uname -r)" && cd ${GUEST.root} && ${command}`;
+  const kernel = opts.sandboxFor
+    ? `KMATRIX_KERNEL=${shellQuote(opts.sandboxFor)} PATH=${GUEST.sandboxBin}:"$PATH"`
+    : `KMATRIX_KERNEL="$(uname -r)"`;
+  const prep = opts.mkdirFirst ? `mkdir -p ${shellQuote(opts.mkdirFirst)} && ` : "";
+  return `${prep}export ${exports.join(" ")} ${kernel} && cd ${GUEST.root} && ${command}`;
 }
 
 /** The last part of a step's output, as records keep it. */

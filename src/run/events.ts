@@ -23,7 +23,8 @@ export type RunEvent =
       isolation: "vm" | "container";
     }
   | { type: "builder-ended"; record: BuilderRecord }
-  | { type: "step-started"; machineId: string; test: string }
+  /** A test's step (or `<test>.rerun`) starts: in the booted machine, or in a sandbox of its image (a compile step). */
+  | { type: "step-started"; machineId: string; test: string; ranIn?: "vm" | "sandbox" }
   | { type: "step-output"; machineId: string; step: string; chunk: string }
   /**
    * Every command step ends with this, before its verdict: `step` as in step-output (a test,
@@ -33,6 +34,8 @@ export type RunEvent =
   /** The machine is in doubt after `afterTest` (oops, hang, timeout, lost channel): the rest of its tests run on a fresh boot. */
   | { type: "machine-replaced"; machineId: string; afterTest: string; reason: string }
   | { type: "console-line"; machineId: string; line: string }
+  /** Something the user should know that is not a verdict (e.g. a sandbox's outputs could not be kept). */
+  | { type: "notice"; machineId: string; line: string }
   | { type: "cell"; record: CellRecord }
   | { type: "run-ended"; run: RunRecord };
 

@@ -1,5 +1,5 @@
 import type { ArchiveSettings, Machine } from "../config/types.js";
-import { ContainerSession } from "../guest/container.js";
+import { type ChangesOut, ContainerSession, type Snapshot } from "../guest/container.js";
 import { launchMachine } from "../guest/launch.js";
 import type { StepEvidence } from "../guest/session.js";
 import type { ExecOptions, ExecResult } from "../guest/ssh.js";
@@ -19,6 +19,13 @@ export interface StepSession {
   copyOut(remotePath: string, localDir: string): Promise<ExtractResult>;
   /** Stops the machine and deletes its scratch files (overlay disk); the console log stays. */
   stop(): Promise<void>;
+}
+
+/** A sandbox of a machine's root disk (guest/container.ts): builders, and compile steps of tests. */
+export interface SandboxSession extends StepSession {
+  snapshot(remoteDir: string): Promise<Snapshot>;
+  /** What commands wrote under `remoteDir` since `since`, copied out safely into `localDir`. */
+  copyChangesOut(remoteDir: string, since: Snapshot, localDir: string): Promise<ChangesOut>;
 }
 
 /** A booted machine. */
@@ -50,8 +57,8 @@ export interface MachineProvider {
     image: MachineImage,
     req: BootRequest,
   ): Promise<{ session: BootedMachine; accel: string }>;
-  /** A container of the machine's image, for builders that do not need its kernel. */
-  container(machine: Machine, image: MachineImage, workDir: string): Promise<StepSession>;
+  /** A sandbox of the machine's image, for builders and compile steps that do not need its kernel. */
+  container(machine: Machine, image: MachineImage, workDir: string): Promise<SandboxSession>;
   /** Whether KVM really runs this machine (builders then boot a VM: as fast as a container). */
   hasKvm(machine: Machine, image: MachineImage): Promise<boolean>;
 }
@@ -90,7 +97,7 @@ export function realMachines(archive: ArchiveSettings): MachineProvider {
 }
 
 /** A container has no kernel of its own: its steps' evidence is the command's result alone. */
-function withoutKernel(session: ContainerSession): StepSession {
+function withoutKernel(session: ContainerSession): SandboxSession {
   const empty = emptyWindow(true);
   return {
     async runStep(command, opts) {
@@ -103,6 +110,8 @@ function withoutKernel(session: ContainerSession): StepSession {
     run: (command, opts) => session.run(command, opts),
     copyIn: (...args) => session.copyIn(...args),
     copyOut: (...args) => session.copyOut(...args),
+    snapshot: (...args) => session.snapshot(...args),
+    copyChangesOut: (...args) => session.copyChangesOut(...args),
     stop: () => session.stop(),
   };
 }

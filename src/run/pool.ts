@@ -16,16 +16,7 @@ export interface PoolJob {
  * fails with an error saying so instead of hanging the pool.
  */
 export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSignal): Promise<void> {
-  let running = 0;
-  const waiting: (() => void)[] = [];
-  const slot = async () => {
-    while (running >= limit) await new Promise<void>((r) => waiting.push(r));
-    running++;
-  };
-  const free = () => {
-    running--;
-    waiting.shift()?.();
-  };
+  const slots = new Slots(limit);
   // A job waiting on one that an interrupt stopped before it ran would wait forever.
   const aborted = new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
@@ -39,7 +30,7 @@ export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSigna
   const stalled = new Promise<typeof STALLED>((resolve) => {
     stall = () => resolve(STALLED);
   });
-  const idle = () => running === 0 && waiting.length === 0 && unready > 0;
+  const idle = () => slots.idle() && unready > 0;
   const checkStall = () => {
     if (idle()) setImmediate(() => idle() && stall());
   };
@@ -57,11 +48,11 @@ export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSigna
         throw new Error(
           `${job.name ?? `job ${i + 1}`} never started: what it waits for ended without settling (an earlier job failed)`,
         );
-      await slot();
+      await slots.take();
       try {
         if (!signal.aborted) await job.run();
       } finally {
-        free();
+        slots.free();
         checkStall();
       }
     }),
@@ -71,4 +62,36 @@ export async function runPool(jobs: PoolJob[], limit: number, signal: AbortSigna
   // The message carries every error's: the CLI prints only the message.
   const said = errors.map((e) => (e instanceof Error ? e.message : String(e)));
   if (errors.length > 1) throw new AggregateError(errors, `${errors.length} jobs failed: ${said.join("; ")}`);
+}
+
+/** At most `limit` holders at a time; the others wait in order. */
+export class Slots {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async take(): Promise<void> {
+    while (this.running >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.running++;
+  }
+
+  free(): void {
+    this.running--;
+    this.waiting.shift()?.();
+  }
+
+  /** Runs `work` holding a slot. */
+  async use<T>(work: () => Promise<T>): Promise<T> {
+    await this.take();
+    try {
+      return await work();
+    } finally {
+      this.free();
+    }
+  }
+
+  idle(): boolean {
+    return this.running === 0 && this.waiting.length === 0;
+  }
 }

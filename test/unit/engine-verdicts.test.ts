@@ -18,7 +18,7 @@ async function run(
   planYaml: string,
   script: FakeScript,
   kept: CellRecord[] = [],
-  opts: { cache?: string; rebuild?: boolean } = {},
+  opts: { cache?: string; rebuild?: boolean; compileIn?: "auto" | "vm" | "sandbox" } = {},
 ) {
   // Builders' artifacts are cached: every run gets its own cache unless a test shares one.
   process.env.KMATRIX_CACHE = opts.cache ?? (await mkdtemp(join(tmpdir(), "kmx-engine-cache-")));
@@ -44,6 +44,7 @@ async function run(
     keptBuilders: new Map(),
     builders: "vm",
     rebuild: opts.rebuild,
+    compileIn: opts.compileIn,
     provider,
   });
   const cells: Record<string, CellRecord> = {};
@@ -324,6 +325,106 @@ tests:
     const again = await run(plan, { steps: {} }, [], { cache });
     expect(again.builders.b).toMatchObject({ ok: true });
     expect(again.builders.b?.cached).toBeUndefined();
+  });
+});
+
+const COMPILE = `tests:
+  - { name: configure, command: do-configure, compileIn: auto }
+  - { name: build, command: do-build, needs: [configure], compileIn: auto }
+  - { name: load, command: do-load, needs: [build] }
+  - { name: probe, command: do-probe, needs: [load], compileIn: auto }
+  - { name: after, command: do-after, needs: [build] }
+`;
+
+describe("compile steps in a sandbox of the machine's image (fake machines)", () => {
+  it("without KVM they run in the sandbox first, and their outputs come with every boot", async () => {
+    const r = await run(COMPILE, { steps: { "do-load": { kernel: { oops: ["BUG: oops"] } } } }, [], {
+      compileIn: "sandbox",
+    });
+    // probe needs a test that ran in the machine: it runs there too.
+    expect(r.log.steps).toEqual([
+      "m@x86_64#sandbox: do-configure",
+      "m@x86_64#sandbox: do-build",
+      "m@x86_64#1: do-load",
+      "m@x86_64#2: do-after",
+    ]);
+    expect(r.cells.build).toMatchObject({ verdict: "pass", ranIn: "sandbox" });
+    expect(r.cells.build?.boot).toBeUndefined();
+    expect(r.cells.load).toMatchObject({ verdict: "fail", ranIn: "vm", boot: 1 });
+    expect(r.cells.probe).toMatchObject({ verdict: "fail", reason: "needs load, which failed" });
+    // The fresh boot after the oops does not build again: the outputs are copied into each boot.
+    expect(r.cells.after).toMatchObject({ verdict: "pass", boot: 2 });
+    const carried = r.log.copies.filter((c) => c.endsWith("-> /"));
+    expect(carried).toHaveLength(2);
+    expect(carried[0]).toMatch(/^m@x86_64#1: .*carried\/m_x86_64\/kmatrix -> \/$/);
+    // The sandbox stands for the machine: its kernel release, and the uname that says it.
+    const build = r.log.commands[1] ?? "";
+    expect(build).toContain("KMATRIX_KERNEL=6.1.0-99-cloud-amd64 PATH=/opt/kmatrix/bin:");
+    expect(r.log.commands[2]).toContain('KMATRIX_KERNEL="$(uname -r)"');
+    expect(r.events).toContainEqual({
+      type: "step-started",
+      machineId: "m@x86_64",
+      test: "build",
+      ranIn: "sandbox",
+    });
+  });
+
+  it("a compile step that fails in the sandbox fails its cell and its dependants, with no boot if nothing is left", async () => {
+    const plan = `tests:
+  - { name: build, command: do-build, compileIn: sandbox }
+  - { name: load, command: do-load, needs: [build] }
+`;
+    const r = await run(plan, { steps: { "do-build": { result: { exitCode: 2 } } } });
+    expect(r.cells.build).toMatchObject({ verdict: "fail", reason: "exit code 2", ranIn: "sandbox" });
+    expect(r.cells.load).toMatchObject({ verdict: "fail", reason: "needs build, which failed" });
+    expect(r.log.boots).toEqual({});
+    expect(r.machine).toMatchObject({ boots: 0 });
+  });
+
+  it("auto keeps compile steps in the VM when KVM works; --compile-in vm does so without KVM", async () => {
+    for (const [script, opts] of [
+      [{ steps: {}, kvm: true }, {}],
+      [{ steps: {} }, { compileIn: "vm" as const }],
+    ] as const) {
+      const r = await run(COMPILE, script, [], opts);
+      expect(r.log.steps.every((s) => s.startsWith("m@x86_64#1"))).toBe(true);
+      expect(r.cells.build?.ranIn).toBeUndefined();
+    }
+  });
+
+  it("a sandbox that cannot start is a harness error for the compile steps, never a driver failure", async () => {
+    const r = await run(COMPILE, { steps: {}, sandboxFails: true }, [], { compileIn: "sandbox" });
+    expect(r.cells.configure).toMatchObject({ verdict: "error" });
+    expect(r.cells.configure?.reason).toContain(
+      "could not prepare a sandbox of the machine's image: fake sandbox: mount failed",
+    );
+    expect(r.cells.build).toMatchObject({ verdict: "error" });
+    expect(r.cells.load).toMatchObject({
+      verdict: "error",
+      reason: expect.stringMatching(/^needs build, which could not run/),
+    });
+  });
+
+  it("a resumed machine runs its kept compile prerequisites again in the sandbox, without records", async () => {
+    const cell = (test: string): CellRecord => ({
+      machineId: "m@x86_64",
+      machine: "m",
+      arch: "x86_64",
+      test,
+      verdict: "pass",
+    });
+    const r = await run(COMPILE, { steps: {} }, [cell("configure"), cell("build")], { compileIn: "sandbox" });
+    expect(r.cellEvents).toEqual(["load", "probe", "after"]);
+    expect(r.log.steps).toEqual([
+      "m@x86_64#sandbox: do-configure",
+      "m@x86_64#sandbox: do-build",
+      "m@x86_64#1: do-load",
+      "m@x86_64#1: do-probe",
+      "m@x86_64#1: do-after",
+    ]);
+    expect(
+      r.events.filter((e) => e.type === "step-started").map((e) => (e as { test: string }).test),
+    ).toContain("build.rerun");
   });
 });
 

@@ -6,7 +6,7 @@
 import type { StepEvidence } from "../../src/guest/session.js";
 import type { ExecResult } from "../../src/guest/ssh.js";
 import type { MachineImage } from "../../src/images/index.js";
-import type { BootedMachine, MachineProvider, StepSession } from "../../src/run/machines.js";
+import type { BootedMachine, MachineProvider, SandboxSession } from "../../src/run/machines.js";
 import { emptyWindow, type KernelWindow } from "../../src/vm/kernel-log.js";
 
 /** What one scripted step does. */
@@ -25,6 +25,10 @@ export interface FakeScript {
   /** Boot numbers (1-based, per machine) that fail. */
   failingBoots?: number[];
   kernelRelease?: string;
+  /** Whether KVM "works" (compileIn: auto then keeps compile steps in the VM). */
+  kvm?: boolean;
+  /** The sandbox cannot be entered (its mounts fail). */
+  sandboxFails?: boolean;
 }
 
 export interface FakeLog {
@@ -32,6 +36,10 @@ export interface FakeLog {
   steps: string[];
   boots: Record<string, number>;
   stopped: number;
+  /** `<machine id>#<boot>: <local path> -> <remote dir>` per copy into a machine or sandbox. */
+  copies: string[];
+  /** The full guest command of every step, in order (environment included). */
+  commands: string[];
 }
 
 const exec = (over: Partial<ExecResult> = {}): ExecResult => ({
@@ -47,14 +55,15 @@ const exec = (over: Partial<ExecResult> = {}): ExecResult => ({
 const window = (over: Partial<KernelWindow> = {}): KernelWindow => ({ ...emptyWindow(true), ...over });
 
 export function fakeMachines(script: FakeScript): { provider: MachineProvider; log: FakeLog } {
-  const log: FakeLog = { steps: [], boots: {}, stopped: 0 };
+  const log: FakeLog = { steps: [], boots: {}, stopped: 0, copies: [], commands: [] };
   const calls = new Map<string, number>();
-  const session = (label: string): StepSession & { troubleBetweenSteps(): string[] } => {
+  const session = (label: string): SandboxSession & { troubleBetweenSteps(): string[] } => {
     let trouble: string[] = [];
     return {
       async runStep(command) {
         const planCommand = Object.keys(script.steps).find((c) => command.endsWith(`&& ${c}`));
         log.steps.push(`${label}: ${planCommand ?? command.replace(/^.*&& /, "")}`);
+        log.commands.push(command);
         const n = (calls.get(planCommand ?? "") ?? 0) + 1;
         if (planCommand) calls.set(planCommand, n);
         const entry = planCommand ? script.steps[planCommand] : undefined;
@@ -68,8 +77,15 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
         };
       },
       run: async () => exec({ stdout: "artifact.o\n" }),
-      copyIn: async () => {},
+      copyIn: async (local, remote) => {
+        log.copies.push(`${label}: ${local} -> ${remote}`);
+      },
       copyOut: async () => ({ refused: [] }),
+      snapshot: async () => new Map(),
+      copyChangesOut: async (_remote, _since, localDir) => {
+        log.copies.push(`${label}: changes out -> ${localDir}`);
+        return { refused: [], files: [] };
+      },
       stop: async () => {
         log.stopped++;
       },
@@ -100,8 +116,11 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
       const booted: BootedMachine = { ...session(`${machine.id}#${n}`), usableMs: 1 };
       return { session: booted, accel: "fake" };
     },
-    container: async (machine) => session(`${machine.id}#container`),
-    hasKvm: async () => false,
+    container: async (machine) => {
+      if (script.sandboxFails) throw new Error("fake sandbox: mount failed");
+      return session(`${machine.id}#sandbox`);
+    },
+    hasKvm: async () => script.kvm ?? false,
   };
   return { provider, log };
 }

@@ -1,0 +1,146 @@
+import { join } from "node:path";
+import { judgeTest } from "../plan/cells.js";
+import type { TestSpec } from "../plan/schema.js";
+import type { BuilderRecord } from "../results/types.js";
+import {
+  builderKey,
+  type Engine,
+  GUEST,
+  guestCommand,
+  harnessReason,
+  imageOf,
+  outputTo,
+  provision,
+} from "./context.js";
+import { type MachineRun, stepFacts } from "./machine-state.js";
+import type { SandboxSession } from "./machines.js";
+
+/**
+ * A test machine's first phase: its image, then its compile steps (tests with `compileIn`) in a
+ * sandbox of that image, natively or through qemu-user, before the machine boots. A compile step
+ * needs the machine's compilers and headers, not its CPU: under TCG the emulated CPU makes a
+ * Kbuild several times slower than the same compiler in a sandbox (issue 15's figures). What the
+ * steps write under /kmatrix is kept on the host (`run.carried`) and copied into every boot of the
+ * machine, so the tests that load the results find them where they were built.
+ *
+ * A compile step runs in the sandbox only when every test it needs does too (its inputs are
+ * there); a kept prerequisite of a resumed run is run again here, without a record.
+ */
+export async function prepareMachine(
+  e: Engine,
+  run: MachineRun,
+  builders: Map<string, Promise<BuilderRecord>>,
+): Promise<void> {
+  const { machine, summary } = run;
+  try {
+    const image = await imageOf(e, machine);
+    run.image = image;
+    summary.kernelRelease = image.kernelRelease;
+    summary.kernelVersion = image.kernelVersion;
+    summary.image = image.manifests;
+  } catch (err) {
+    summary.error = harnessReason(err);
+    return;
+  }
+  // The accelerator probe failing leaves every step to the machine, whose boot then says why.
+  const inSandbox = await sandboxedTests(e, run).catch(() => new Set<string>());
+  const steps = e.plan.tests.filter(
+    (t) =>
+      inSandbox.has(t.name) &&
+      (run.pending.includes(t) || run.pending.some((p) => run.prerequisitesOf(p).includes(t))),
+  );
+  if (steps.length === 0) return;
+  for (const t of steps) if (run.pending.includes(t)) run.sandboxed.add(t.name);
+
+  let sandbox: SandboxSession | undefined;
+  try {
+    const release = run.image.kernelRelease;
+    try {
+      sandbox = await e.provider.container(
+        machine,
+        run.image,
+        join(e.runDir, "compile", dirName(machine.id)),
+      );
+      const used = new Set(steps.flatMap((t) => t.uses));
+      const usedOk: string[] = [];
+      for (const b of used) if ((await builders.get(builderKey(machine.arch, b)))?.ok) usedOk.push(b);
+      await provision(e, sandbox, machine.arch, usedOk, release);
+    } catch (err) {
+      const reason = `could not prepare a sandbox of the machine's image: ${harnessReason(err)}`;
+      for (const t of steps) if (run.sandboxed.has(t.name)) run.cell(t, { verdict: "error", reason });
+      return;
+    }
+    const before = await sandbox.snapshot(GUEST.root);
+    for (const test of steps) {
+      if (e.signal.aborted) return;
+      const kept = !run.sandboxed.has(test.name);
+      if (!kept) {
+        const gate = await run.gate(test, builders);
+        if (gate) {
+          run.cell(test, gate.outcome, gate.builder ? { builder: gate.builder } : {});
+          continue;
+        }
+        const lost = test.needs.find((n) => !run.sandboxed.has(n) && !run.carriedPassed.has(n));
+        if (lost) {
+          run.cell(test, {
+            verdict: "error",
+            reason: `needs ${lost}, which did not pass when run again in the sandbox`,
+          });
+          continue;
+        }
+      } else if (test.needs.some((n) => !run.carriedPassed.has(n))) continue;
+      const name = kept ? `${test.name}.rerun` : test.name;
+      e.bus.emit({ type: "step-started", machineId: machine.id, test: name, ranIn: "sandbox" });
+      const started = { at: new Date().toISOString(), ms: Date.now() };
+      const ev = await sandbox.runStep(
+        guestCommand(test.command, machine.arch, e.plan.env, { sandboxFor: release }),
+        {
+          timeoutMs: test.timeoutSec * 1000,
+          ...outputTo(e, machine.id, name),
+        },
+      );
+      e.bus.emit({ type: "step-ended", machineId: machine.id, step: name });
+      // No kernel ran the step: its evidence is the command's result alone, and nothing is left in doubt.
+      const judged = judgeTest(test, ev);
+      if (judged.outcome.verdict === "pass") run.carriedPassed.add(test.name);
+      if (!kept) run.cell(test, judged.outcome, stepFacts(test, ev, judged, started, { ranIn: "sandbox" }));
+    }
+    if (run.carriedPassed.size > 0) {
+      run.carried = join(e.runDir, "carried", dirName(machine.id));
+      await sandbox.copyChangesOut(GUEST.root, before, run.carried);
+    }
+  } catch (err) {
+    // A bug in kmatrix or a copy that failed: the compile steps still open say so.
+    const reason = `kmatrix could not finish the sandbox's steps: ${harnessReason(err)}`;
+    run.carriedPassed.clear();
+    run.carried = undefined;
+    for (const t of steps)
+      if (run.sandboxed.has(t.name) && !run.done.has(t.name)) run.cell(t, { verdict: "error", reason });
+  } finally {
+    await sandbox?.stop();
+  }
+}
+
+/**
+ * The tests this machine runs in a sandbox: compile steps (`compileIn`, or `--compile-in` for
+ * them) whose mode says so (`auto`: only when KVM does not run the machine, and kmatrix is root,
+ * which the sandbox's mounts need), and whose prerequisites all run there too.
+ */
+async function sandboxedTests(e: Engine, run: MachineRun): Promise<Set<string>> {
+  const modeOf = (t: TestSpec) => (t.compileIn ? (e.compileIn ?? t.compileIn) : "vm");
+  let auto: boolean | undefined;
+  const inSandbox = new Set<string>();
+  for (const t of e.plan.tests) {
+    let mode = modeOf(t);
+    if (mode === "auto") {
+      auto ??=
+        process.getuid?.() === 0 &&
+        !(await e.provider.hasKvm(run.machine, run.image as NonNullable<typeof run.image>));
+      mode = auto ? "sandbox" : "vm";
+    }
+    if (mode === "sandbox" && t.needs.every((n) => inSandbox.has(n))) inSandbox.add(t.name);
+  }
+  return inSandbox;
+}
+
+const dirName = (machineId: string) => machineId.replace("@", "_");
