@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
 import { checkReportsAgree } from "../../src/report/index.js";
-import type { BuilderRecord, CellRecord } from "../../src/results/types.js";
+import type { BuilderRecord, CellRecord, RunRecord } from "../../src/results/types.js";
 import { CLI, qemuProcesses } from "./helpers.js";
 
 const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
@@ -24,6 +24,7 @@ describe("the example plan on debian-bookworm-6.1, x86_64 and aarch64", () => {
       },
     );
     const r = await child;
+    const run: RunRecord = JSON.parse(await readFile(join(out, "run.json"), "utf8"));
     for (const arch of ["x86_64", "aarch64"]) {
       for (const test of TESTS) {
         const cell: CellRecord = JSON.parse(
@@ -34,6 +35,15 @@ describe("the example plan on debian-bookworm-6.1, x86_64 and aarch64", () => {
       // A pass means 50 real events were captured, as the runner printed them.
       const log = await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, "kmod_open.log"), "utf8");
       expect(log).toMatch(/captured 50 events/);
+      // Without KVM (and as root) the compile steps ran in a sandbox of the image, for the machine's
+      // kernel: the module they built loaded into it (kmod_open above).
+      const accel = run.machines.find((m) => m.machineId === `debian-bookworm-6.1@${arch}`)?.accel;
+      for (const test of ["kmod_build", "bpf_build"]) {
+        const cell: CellRecord = JSON.parse(
+          await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, `${test}.json`), "utf8"),
+        );
+        expect(cell.ranIn, `${arch} ${test}`).toBe(accel === "kvm" ? "vm" : "sandbox");
+      }
       // The skeleton needs its machine's kernel (BTF): a VM. The runner may use a container (no KVM).
       const builder = async (name: string): Promise<BuilderRecord> =>
         JSON.parse(await readFile(join(out, "builders", arch, `${name}.json`), "utf8"));
