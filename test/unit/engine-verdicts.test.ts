@@ -18,11 +18,17 @@ async function run(
   planYaml: string,
   script: FakeScript,
   kept: CellRecord[] = [],
-  opts: { cache?: string; rebuild?: boolean; compileIn?: "auto" | "vm" | "sandbox" } = {},
+  opts: {
+    cache?: string;
+    rebuild?: boolean;
+    compileIn?: "auto" | "vm" | "sandbox";
+    matrix?: string;
+    jobs?: number;
+  } = {},
 ) {
   // Builders' artifacts are cached: every run gets its own cache unless a test shares one.
   process.env.KMATRIX_CACHE = opts.cache ?? (await mkdtemp(join(tmpdir(), "kmx-engine-cache-")));
-  const matrix = parseMatrix(MATRIX, "fake.yaml");
+  const matrix = parseMatrix(opts.matrix ?? MATRIX, "fake.yaml");
   const plan = parsePlan(`name: p\n${planYaml}`, "p.yaml", "/");
   const { provider, log } = fakeMachines(script);
   const bus = new EventBus();
@@ -37,7 +43,7 @@ async function run(
     sourceSkips: new Map(),
     outDir: dir,
     runDir: dir,
-    jobs: 2,
+    jobs: opts.jobs ?? 2,
     bus,
     signal: new AbortController().signal,
     kept: new Map(kept.map((c) => [`${c.machineId}/${c.test}`, c])),
@@ -403,6 +409,38 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
       verdict: "error",
       reason: expect.stringMatching(/^needs build, which could not run/),
     });
+  });
+
+  it("with --jobs 1, one machine's compile steps run while another's VM runs its tests", async () => {
+    const matrix = `machines:
+  - { name: a, arch: x86_64, kernel: { source: debian, suite: bookworm } }
+  - { name: b, arch: x86_64, kernel: { source: debian, suite: bookworm } }
+`;
+    const plan = `tests:
+  - { name: build, command: do-build, compileIn: sandbox }
+  - { name: load, command: do-load, needs: [build] }
+`;
+    const r = await run(plan, { steps: { "do-build": { delayMs: 30 }, "do-load": { delayMs: 60 } } }, [], {
+      matrix,
+      jobs: 1,
+    });
+    const order = r.events.flatMap((e) =>
+      e.type === "step-started"
+        ? [`${e.machineId} ${e.test} starts`]
+        : e.type === "step-ended"
+          ? [`${e.machineId} ${e.step} ends`]
+          : [],
+    );
+    expect(order).toEqual([
+      "a@x86_64 build starts",
+      "a@x86_64 build ends",
+      "a@x86_64 load starts",
+      "b@x86_64 build starts",
+      "b@x86_64 build ends",
+      "a@x86_64 load ends",
+      "b@x86_64 load starts",
+      "b@x86_64 load ends",
+    ]);
   });
 
   it("a resumed machine runs its kept compile prerequisites again in the sandbox, without records", async () => {

@@ -17,6 +17,8 @@ export interface FakeStep {
   error?: string;
   /** Kernel trouble that reaches the console after the step's window closed. */
   troubleAfter?: string[];
+  /** How long the step takes (scheduling tests). */
+  delayMs?: number;
 }
 
 export interface FakeScript {
@@ -68,6 +70,7 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
         if (planCommand) calls.set(planCommand, n);
         const entry = planCommand ? script.steps[planCommand] : undefined;
         const s = (typeof entry === "function" ? entry(n) : entry) ?? {};
+        if (s.delayMs) await new Promise((r) => setTimeout(r, s.delayMs));
         trouble = s.troubleAfter ?? [];
         return {
           ...(s.fault || s.error ? {} : { result: exec(s.result) }),
