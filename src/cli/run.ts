@@ -2,8 +2,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { loadMatrix, selectMachines } from "../config/load.js";
-import type { Arch, Machine } from "../config/types.js";
-import { applySettings, bindSources, type GivenLocation, loadPlan } from "../plan/load.js";
+import type { Arch, Machine, Matrix } from "../config/types.js";
+import { applySettings, bindSources, type GivenLocation, loadPlan, type Plan } from "../plan/load.js";
 import { materializeSources, sourceSkips } from "../plan/sources.js";
 import { checkSameRun, importBuilders, readRunDir } from "../results/merge.js";
 import { ResultStore, readExisting } from "../results/store.js";
@@ -65,7 +65,10 @@ export async function runCommand(flags: RunFlags, version: string): Promise<RunO
   for (const s of matrix.sources) given.set(s.name, { ...s, from: `${matrix.origin}: sources.${s.name}` });
   for (const [name, spec] of Object.entries(flags.sources ?? {}))
     given.set(name, { spec, baseDir: process.cwd(), from: name === "libs" ? "--libs" : `--source ${name}` });
-  const plan = applySettings(bindSources(await loadPlan(flags.plan), given), flags.settings ?? {});
+  const plan = withBuilderMachines(
+    applySettings(bindSources(await loadPlan(flags.plan), given), flags.settings ?? {}),
+    matrix,
+  );
   for (const b of plan.builders)
     for (const arch of new Set(machines.map((m) => m.arch)))
       if (!matrix.machines.some((m) => m.name === b.machine && m.arch === arch))
@@ -205,4 +208,13 @@ export function keepOnResume(c: CellRecord, keptBuilders: Map<string, BuilderRec
 function defaultJobs(vmMemoryMiB: number): number {
   const byMemory = Math.floor((totalmem() / 1024 ** 2 - 1024) / (vmMemoryMiB + 512));
   return Math.max(1, Math.min(cpus().length, byMemory));
+}
+
+/** The config's `builders:` choose where the plan's builders run. */
+export function withBuilderMachines(plan: Plan, matrix: Matrix): Plan {
+  const builders = plan.builders.map((b) => ({
+    ...b,
+    machine: matrix.builderMachines.get(b.name) ?? b.machine,
+  }));
+  return { ...plan, builders };
 }

@@ -110,7 +110,13 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
     }
   });
   const sources = Object.entries(file.sources ?? {}).map(([name, spec]) => ({ name, spec, baseDir }));
-  return { origin, archive, machines, sources };
+  const builderMachines = new Map<string, string>();
+  for (const [builder, { machine }] of Object.entries(file.builders ?? {})) {
+    if (!machines.some((m) => m.name === machine))
+      throw new UsageError(`${origin}: builders.${builder}.machine: no machine "${machine}" in this file`);
+    builderMachines.set(builder, machine);
+  }
+  return { origin, archive, machines, sources, builderMachines };
 }
 
 /**

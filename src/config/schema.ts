@@ -80,6 +80,14 @@ export const MatrixFileSchema = z.strictObject({
   machines: z.array(MachineEntrySchema).min(1),
   /** Where plan sources live, e.g. `libs: ../falcosecurity-libs` (a directory or `git-url@ref`). */
   sources: z.record(z.string().regex(NAME_RE), z.string().min(1)).optional(),
+  /**
+   * The machine a plan's builder runs on, over the plan's own choice, e.g. `scap-open: { machine:
+   * centos-7 }`: a runner linked where glibc is oldest starts on every machine of this matrix.
+   * Builders the plan does not have are ignored (one file serves several plans).
+   */
+  builders: z
+    .record(z.string().regex(NAME_RE), z.strictObject({ machine: z.string().regex(NAME_RE) }))
+    .optional(),
 });
 
 export type MatrixFile = z.infer<typeof MatrixFileSchema>;

@@ -65,4 +65,6 @@ export interface Matrix {
   machines: Machine[];
   /** Plan source locations from the file (`sources:`); a relative path is relative to `baseDir`. */
   sources: { name: string; spec: string; baseDir: string }[];
+  /** Builder name → the machine it runs on, over the plan's (`builders:`). */
+  builderMachines: Map<string, string>;
 }

@@ -183,13 +183,24 @@ export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff
     const replaced = boots
       ? `\n<h3>Fresh boots</h3><p class="muted">A test left these machines in doubt; their later tests ran on a freshly booted machine.</p>\n<ul class="replaced">\n${boots}\n</ul>`
       : "";
+    // Which machine made each shared artifact, and how: the runner's glibc is that machine's.
+    const builderRows = (run.run.builders ?? [])
+      .filter((b) => b.arch === arch)
+      .map(
+        (b) =>
+          `<tr data-builder="${esc(b.builder)}"><th scope="row">${esc(b.builder)}</th><td>${esc(b.ranOn ? `${b.ranOn} (cross, for ${b.machineId})` : b.machineId)}</td><td>${esc(b.cached ? "cached" : (b.isolation ?? ""))}</td><td>${b.ok ? SYMBOL.pass : esc(`${b.fault === "code" ? SYMBOL.fail : SYMBOL.error} ${b.reason ?? ""}`)}</td></tr>`,
+      )
+      .join("\n");
+    const builders = builderRows
+      ? `\n<h3>Builders</h3><div class="scroll"><table class="builders"><thead><tr><th>Builder</th><th>Machine</th><th>Ran in</th><th>Result</th></tr></thead>\n<tbody>\n${builderRows}\n</tbody></table></div>`
+      : "";
     return `<section data-arch="${arch}"><h2><a href="${htmlFile(arch)}">${arch}</a></h2>
 <p class="counts">${counts(a.counts)}</p>
 <p class="muted">run time ${formatDuration(a.wallMs)} · kmatrix ${esc(summary.kmatrixVersion)}</p>
 <div class="scroll"><table><thead><tr><th>Kernel</th><th>Release</th><th>Accel</th><th>Boot</th><th>Machine error</th></tr></thead>
 <tbody>
 ${machines}
-</tbody></table></div>${replaced}</section>`;
+</tbody></table></div>${builders}${replaced}</section>`;
   });
   const body = `<p class="muted">${about}</p>
 ${diff ? renderBaselineSection(diff, "html") : ""}

@@ -200,6 +200,15 @@ machines:
     );
   });
 
+  it("takes builders' machines from the file, refusing a machine it does not have", () => {
+    const m = parseMatrix(`${ONE}builders:\n  scap-open: { machine: m }\n`, "kmatrix.yaml");
+    expect(m.builderMachines).toEqual(new Map([["scap-open", "m"]]));
+    expect(errorOf(`${ONE}builders:\n  scap-open: { machine: centos-7 }\n`)).toBe(
+      'kmatrix.yaml: builders.scap-open.machine: no machine "centos-7" in this file',
+    );
+    expect(errorOf(`${ONE}builders:\n  scap-open: centos-7\n`)).toMatch(/^kmatrix.yaml: builders.scap-open/);
+  });
+
   it("names file and line on YAML syntax errors", () => {
     expect(errorOf("machines:\n  - name: a\n    kernel: [1, 2\n", "my.yaml")).toMatch(
       /^my\.yaml:4:1: invalid YAML: /,

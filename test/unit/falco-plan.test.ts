@@ -153,3 +153,30 @@ describe("the falco plan", () => {
     );
   });
 });
+
+describe("builders' machines from the config", () => {
+  it("run the falco plan's scap-open where the config says (e.g. Falco's CentOS 7 builder), the rest as planned", async () => {
+    const { parseMatrix } = await import("../../src/config/load.js");
+    const { withBuilderMachines } = await import("../../src/cli/run.js");
+    const matrix = parseMatrix(
+      `machines:
+  - { name: debian-bookworm-6.1, kernel: { source: debian, suite: bookworm } }
+  - { name: oldest, kernel: { source: debian, suite: bullseye } }
+builders:
+  scap-open: { machine: oldest }
+  not-in-this-plan: { machine: oldest }
+`,
+      "k.yaml",
+    );
+    const plan = withBuilderMachines(await loadPlan("falco"), matrix);
+    const machineOf = (name: string) => plan.builders.find((b) => b.name === name)?.machine;
+    expect(machineOf("scap-open")).toBe("oldest");
+    expect(machineOf("skeleton")).toBe(
+      (await loadPlan("falco")).builders.find((b) => b.name === "skeleton")?.machine,
+    );
+    const scapOpen = plan.builders.find((b) => b.name === "scap-open");
+    expect(scapOpen && builderMachine(matrix.machines, scapOpen, "aarch64", "x86_64")?.id).toBe(
+      "oldest@aarch64",
+    );
+  });
+});
