@@ -20,9 +20,14 @@ env_fail() {
 LIBS=$KMATRIX_SRC/libs
 HOST_ARCH=$(uname -m)
 TARGET_ARCH=${KMATRIX_ARCH:-$HOST_ARCH}
-# Debian's libbpf-dev paths (backports' 1.4.x replaces bookworm's 1.1 there); configuring needs a
-# libbpf.a to exist, the skeleton itself does not link it.
+# Debian's libbpf-dev paths (backports' 1.4.x replaces bookworm's 1.1 there), or lib64/lib on other
+# distributions; configuring needs a libbpf.a to exist, the skeleton itself does not link it.
 LIBBPF_INCLUDE=${LIBBPF_INCLUDE:-/usr/include}
+if [ -z "${LIBBPF_LIB:-}" ]; then
+	for d in "/usr/lib/$HOST_ARCH-linux-gnu" /usr/lib64 /usr/lib /usr/local/lib64 /usr/local/lib; do
+		[ -f "$d/libbpf.a" ] && LIBBPF_LIB=$d/libbpf.a && break
+	done
+fi
 LIBBPF_LIB=${LIBBPF_LIB:-/usr/lib/$HOST_ARCH-linux-gnu/libbpf.a}
 BPFTOOL=${BPFTOOL:-$(command -v bpftool || echo /usr/sbin/bpftool)}
 BUILD=$(mktemp -d "${TMPDIR:-/var/tmp}/falco-skeleton.XXXXXX")

@@ -13,10 +13,14 @@ env_fail() {
 	echo "$*" >&2
 	exit 78
 }
-LIB=/usr/lib/$(uname -m)-linux-gnu/libbpf.a
+# Debian's multiarch directory, or lib64/lib elsewhere (Falco's CentOS/Fedora-based builder images).
+LIB=
+for d in "/usr/lib/$(uname -m)-linux-gnu" /usr/lib64 /usr/lib /usr/local/lib64 /usr/local/lib; do
+	[ -f "$d/libbpf.a" ] && LIB=$d/libbpf.a && break
+done
 set -x
 [ -f /usr/include/bpf/libbpf_version.h ] && [ -f "$LIB" ] ||
-	env_fail "no libbpf headers or $LIB: install libbpf-dev >= 1.2"
+	env_fail "no libbpf headers or libbpf.a: install libbpf-dev (libbpf-static elsewhere) >= 1.2"
 grep -E 'define LIBBPF_(MAJOR|MINOR)_VERSION' /usr/include/bpf/libbpf_version.h
 # The skeleton builder's libbpf (>= 1.2); an older one here would crash scap-open, not fail a build.
 LIBBPF_VERSION=$(awk '/define LIBBPF_(MAJOR|MINOR)_VERSION/ {printf "%s%s", sep, $3; sep = "."}' \
