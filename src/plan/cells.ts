@@ -105,6 +105,8 @@ export interface Judgement {
   warnings?: string[];
   /** Processes the command left behind (killed when it ended). */
   leftover?: string[];
+  /** The failure is a hang (a stall report with the command unfinished, or no keepalive reply). */
+  hung?: boolean;
 }
 
 /**
@@ -128,9 +130,13 @@ export function judgeTest(test: TestSpec, ev: Evidence): Judgement {
   // A lockup or stall report fails the test when its command never finished; one that finished
   // is judged on its own (see below), since an emulated vCPU starved by the host can print one.
   const unfinished = !ev.result || ev.result.timedOut || ev.result.exitCode === undefined;
-  if (k.hung.length && unfinished) return fail(`kernel hung: ${k.hung[0]}`, "the kernel hung");
+  if (k.hung.length && unfinished)
+    return { ...fail(`kernel hung: ${k.hung[0]}`, "the kernel hung"), hung: true };
   if (ev.result?.channelLost === "keepalive")
-    return fail("kernel hung: the machine stopped answering (no SSH keepalive reply)", "the kernel hung");
+    return {
+      ...fail("kernel hung: the machine stopped answering (no SSH keepalive reply)", "the kernel hung"),
+      hung: true,
+    };
   if (k.oops.length) return fail(`kernel oops: ${k.oops[0]}`, "the kernel oopsed");
   if (ev.fault)
     return { outcome: { verdict: "error", reason: ev.fault.message }, inDoubt: "the machine went away" };

@@ -141,6 +141,33 @@ describe("engine verdicts (fake machines)", () => {
     expect(r.cells.other).toMatchObject({ verdict: "pass", boot: 3 });
   });
 
+  it("under TCG a hang counts only if it happens again on a fresh boot; once is a harness error", async () => {
+    const keepalive = { result: { exitCode: undefined, channelLost: "keepalive" as const } };
+    const once = await run(TESTS, { accel: "tcg", steps: { "do-load": (n) => (n === 1 ? keepalive : {}) } });
+    expect(once.cells.load).toMatchObject({ verdict: "error", boot: 1 });
+    expect(once.cells.load?.reason).toMatch(
+      /^kernel hung: the machine stopped answering \(no SSH keepalive reply\) — not on a second run on a fresh boot \(pass\): an emulated machine starved by its host can stall/,
+    );
+    expect(once.log.steps).toEqual([
+      "m@x86_64#1: do-build",
+      "m@x86_64#1: do-load",
+      "m@x86_64#2: do-build",
+      "m@x86_64#2: do-load",
+      "m@x86_64#2: do-after",
+      "m@x86_64#2: do-other",
+    ]);
+    const twice = await run(TESTS, { accel: "tcg", steps: { "do-load": keepalive } });
+    expect(twice.cells.load).toMatchObject({
+      verdict: "fail",
+      reason: "kernel hung: the machine stopped answering (no SSH keepalive reply) (again on a fresh boot)",
+    });
+    expect(twice.cells.after).toMatchObject({ verdict: "pass", boot: 3 });
+    // With KVM (or any real CPU) a hang is not re-run: it fails at once.
+    const kvm = await run(TESTS, { accel: "kvm", steps: { "do-load": (n) => (n === 1 ? keepalive : {}) } });
+    expect(kvm.cells.load).toMatchObject({ verdict: "fail" });
+    expect(kvm.log.boots).toEqual({ "m@x86_64": 2 });
+  });
+
   it("a stall report from a command that still finished is judged on the command, and replaces the machine", async () => {
     const stall = "rcu: INFO: rcu_preempt self-detected stall on CPU";
     const r = await run(TESTS, { steps: { "do-load": { kernel: { hung: [stall] } } } });

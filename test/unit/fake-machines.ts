@@ -31,6 +31,8 @@ export interface FakeScript {
   kvm?: boolean;
   /** The sandbox cannot be entered (its mounts fail). */
   sandboxFails?: boolean;
+  /** The accelerator machines "boot" with (default "fake"). */
+  accel?: string;
 }
 
 export interface FakeLog {
@@ -114,10 +116,10 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
     async boot(machine, _image, req) {
       const n = (log.boots[machine.id] ?? 0) + 1;
       log.boots[machine.id] = n;
-      req.onBooting("fake");
+      req.onBooting(script.accel ?? "fake");
       if (req.role === "test" && script.failingBoots?.includes(n)) throw new Error(`fake boot ${n} failed`);
       const booted: BootedMachine = { ...session(`${machine.id}#${n}`), usableMs: 1 };
-      return { session: booted, accel: "fake" };
+      return { session: booted, accel: script.accel ?? "fake" };
     },
     container: async (machine) => {
       if (script.sandboxFails) throw new Error("fake sandbox: mount failed");
