@@ -10,6 +10,7 @@ import { parsePlan } from "../../src/plan/load.js";
 import type { BuilderRecord, CellRecord, MachineSummary } from "../../src/results/types.js";
 import { runEngine } from "../../src/run/engine.js";
 import { EventBus, type RunEvent } from "../../src/run/events.js";
+import { hostArch } from "../../src/vm/accel.js";
 import { type FakeScript, fakeMachines } from "./fake-machines.js";
 
 const MATRIX = `machines:\n  - { name: m, arch: x86_64, kernel: { source: debian, suite: bookworm } }\n`;
@@ -412,6 +413,15 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
     expect(r.cells.load).toMatchObject({ verdict: "fail", reason: "needs build, which failed" });
     expect(r.log.boots).toEqual({});
     expect(r.machine).toMatchObject({ boots: 0 });
+  });
+
+  it("auto keeps the other architecture's compile steps in its VM (qemu-user gains nothing steady)", async () => {
+    const other = hostArch() === "x86_64" ? "aarch64" : "x86_64";
+    const matrix = `machines:\n  - { name: m, arch: ${other}, kernel: { source: debian, suite: bookworm } }\n`;
+    const auto = await run(COMPILE, { steps: {} }, [], { matrix });
+    expect(auto.log.steps.every((s) => s.startsWith(`m@${other}#1`))).toBe(true);
+    const forced = await run(COMPILE, { steps: {} }, [], { matrix, compileIn: "sandbox" });
+    expect(forced.log.steps[0]).toBe(`m@${other}#sandbox: do-configure`);
   });
 
   it("auto keeps compile steps in the VM when KVM works; --compile-in vm does so without KVM", async () => {
