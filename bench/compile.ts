@@ -8,7 +8,7 @@
  *       sandbox of the machine's image (`--compile-in sandbox`), one kmatrix process per machine
  *       and mode, `--jobs 1`: wall time, kmod_build's time, and `kmatrix diff` of the two runs,
  *       which must report nothing (same verdicts both ways);
- *   P5  all machines at once, sandbox, `--jobs 2` against `--jobs 1`;
+ *   P5  all machines at once, `--compile-in auto`, `--jobs 2` against `--jobs 1`;
  *   P6  kmatrix's own peak RSS (VmHWM of its process, QEMU excluded) in those all-machine runs;
  *   and with --libs, the falco plan per machine the same two ways (FALCO_MACHINES=name@arch,…,
  *   default debian-bookworm-6.1@x86_64, since each VM-compiled machine takes several minutes).
