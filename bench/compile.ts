@@ -110,7 +110,7 @@ console.log("\nexample plan per machine, compile steps in the VM vs in a sandbox
 for (const m of machines) await bothWays(["--plan", "example"], m.id, "kmod_build");
 
 console.log(
-  `\nP5/P6, the example plan on all ${machines.length} machines at once, compile steps in the sandbox:`,
+  `\nP5/P6, the example plan on all ${machines.length} machines at once (--compile-in auto):`,
 );
 const one = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "1"]);
 const two = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
