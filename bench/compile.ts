@@ -109,9 +109,7 @@ await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
 console.log("\nexample plan per machine, compile steps in the VM vs in a sandbox of its image (--jobs 1):");
 for (const m of machines) await bothWays(["--plan", "example"], m.id, "kmod_build");
 
-console.log(
-  `\nP5/P6, the example plan on all ${machines.length} machines at once (--compile-in auto):`,
-);
+console.log(`\nP5/P6, the example plan on all ${machines.length} machines at once (--compile-in auto):`);
 const one = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "1"]);
 const two = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
 console.log(
