@@ -78,9 +78,20 @@ export async function listImages(flags: { json?: boolean }): Promise<void> {
     return;
   }
   for (const e of all) {
-    const m = e.manifest as { builtAt?: string; buildSeconds?: number } | undefined;
+    const m = e.manifest as { builtAt?: string; buildSeconds?: number; layout?: string } | undefined;
     const facts = m ? `built ${m.builtAt} in ${m.buildSeconds?.toFixed(0)} s` : "incomplete";
-    console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}`);
+    // OCI entries say which kind of image they came from (kernel: falco, lvh; disk: systemd, container).
+    const layout = m?.layout ? `, ${m.layout} layout` : "";
+    console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}${layout}`);
+  }
+  for (const name of await readdir(join(cacheRoot(), "oci")).catch(() => [] as string[])) {
+    const m = await readManifest<{ image?: string; digest?: string; pullSeconds?: number }>(
+      join(cacheRoot(), "oci", name),
+    );
+    if (m?.digest)
+      console.log(
+        `${"oci".padEnd(8)} ${name.padEnd(48)} ${m.image} pulled in ${m.pullSeconds?.toFixed(0)} s`,
+      );
   }
   if (all.length === 0) console.log(`no images in ${cacheRoot()}`);
 }

@@ -4,7 +4,7 @@
  * Objects are strict so that a typo such as `flavor:` is an error instead of being silently ignored.
  */
 import { z } from "zod";
-import { IMAGE_REF_RE } from "../images/oci/reference.js";
+import { isImageRef } from "../images/oci/reference.js";
 import { ARCHES } from "./types.js";
 
 const SUITE_RE = /^[a-z][a-z0-9-]*$/;
@@ -12,7 +12,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const FLAVOUR_RE = /^[a-z0-9][a-z0-9-]*$/;
 
 const suite = z.string().regex(SUITE_RE, { error: "expected a suite name like bookworm ([a-z][a-z0-9-]*)" });
-const imageRef = z.string().regex(IMAGE_REF_RE, {
+const imageRef = z.string().refine((text) => isImageRef(text), {
   error: "expected an image reference like ghcr.io/org/name:tag or name@sha256:<64 hex>",
 });
 /** An OCI image, the machine's architecture picked out of a multi-architecture index. */

@@ -18,8 +18,15 @@ const DOCKER_HUB = "docker.io";
 const REF_RE =
   /^(?:(?<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)\/)?(?<repository>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[\w][\w.-]{0,127}))?(?:@(?<digest>sha256:[0-9a-f]{64}))?$/;
 
-/** The same syntax check as `parseImageRef`, for the config schema. */
-export const IMAGE_REF_RE = REF_RE;
+/** Whether `parseImageRef` takes it (the config schema's check). */
+export function isImageRef(text: string): boolean {
+  try {
+    parseImageRef(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Parses a reference; a missing tag and digest means `latest`, as docker and skopeo read it. */
 export function parseImageRef(text: string): ImageRef {
@@ -30,6 +37,8 @@ export function parseImageRef(text: string): ImageRef {
   let repository = g.repository ?? "";
   // `library/debian` and `debian` are Docker Hub's; a first component with a dot or port is a host.
   if (registry && !/[.:[]/.test(registry) && registry !== "localhost") {
+    if (!/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/.test(registry))
+      throw new Error(`${text}: not an image reference (repository names are lowercase)`);
     repository = `${registry}/${repository}`;
     registry = undefined;
   }
