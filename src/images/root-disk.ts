@@ -36,6 +36,8 @@ export interface BuiltRootDisk {
   bytesUsed: number;
   /** What kind of image the disk was made from, when the source tells kinds apart (OCI). */
   layout?: string;
+  /** The image it was made from, as the matrix named it (OCI). */
+  image?: string;
   /** Kernel arguments this disk needs at every boot. */
   kernelArgs?: string[];
 }

@@ -19,6 +19,7 @@ import { pullImage, type ResolvedImage, resolveImage, unpackImage } from "./regi
 /** Bump when build() changes in a way the recipe does not show. */
 const RECIPE_VERSION = 1;
 
+/** What the disk is: the image's content (by digest, whatever tag named it) and the kernel. */
 interface OciDiskRecipe {
   v: number;
   source: "oci";
@@ -26,9 +27,6 @@ interface OciDiskRecipe {
   arch: string;
   kernelKey: string;
   kernelRelease: string;
-  /** Not part of what the disk is, but what the manifest shows (and how build() finds it again). */
-  image: string;
-  stage1: string;
 }
 
 export const ociRootDiskSource: RootDiskSource = {
@@ -49,8 +47,6 @@ export const ociRootDiskSource: RootDiskSource = {
       arch: machine.arch,
       kernelKey,
       kernelRelease: kernel.release,
-      image: machine.rootfs.image,
-      stage1: STAGE1_OCI_INIT,
     };
     return { recipe, name: `oci-${entryName(img.ref)}-${debArch}`, stage1: STAGE1_OCI_INIT };
   },
@@ -59,15 +55,16 @@ export const ociRootDiskSource: RootDiskSource = {
     if (machine.rootfs.source !== "oci") throw new Error(`${machine.id}: not an OCI root disk`);
     const recipe = plan.recipe as OciDiskRecipe;
     const opts = { tlsVerify: machine.rootfs.tlsVerify, refresh, log };
+    const image = machine.rootfs.image;
     const img: ResolvedImage = {
-      ...(await resolveImage(recipe.image, machine.arch, opts)),
+      ...(await resolveImage(image, machine.arch, opts)),
       digest: recipe.digest,
     };
     const { layout: ociLayout } = await pullImage(img, opts);
     const tree = join(tmp, "rootfs");
     const unpackSeconds = await unpackImage(ociLayout, tree);
-    log(`${machine.id}: unpacked ${recipe.image} in ${unpackSeconds.toFixed(1)} s`);
-    const layout = await detectRootDiskLayout(tree, recipe.image);
+    log(`${machine.id}: unpacked ${image} in ${unpackSeconds.toFixed(1)} s`);
+    const layout = await detectRootDiskLayout(tree, image);
 
     const libIsLink = !!(await lstat(join(tree, "lib")).catch(() => undefined))?.isSymbolicLink();
     const where = [
@@ -76,7 +73,7 @@ export const ociRootDiskSource: RootDiskSource = {
       "etc/ssh",
       "etc/systemd/system/multi-user.target.wants",
     ];
-    await assertNoLinks(tree, where, recipe.image);
+    await assertNoLinks(tree, where, image);
     // A kernel without modules (Falco's: built in, or only in its initrd) adds none.
     if ((await readdir(kernel.modulesDir).catch(() => [])).length > 0)
       await addKernelFiles(tree, recipe.kernelRelease, kernel);
@@ -106,6 +103,7 @@ export const ociRootDiskSource: RootDiskSource = {
     return {
       bytesUsed,
       layout,
+      image,
       // systemd's udev would rename eth0, which stage 1 set up.
       ...(layout === "systemd" && { kernelArgs: ["net.ifnames=0"] }),
     };
