@@ -84,6 +84,11 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     expect(kernel).toMatchObject({ layout: "falco", x86Machine: "microvm", vmlinuz: "vmlinux" });
     expect(kernel.resolved.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
 
+    // The pulls these machines use are kept by prune.
+    const prune = await cli("images", "prune", "--dry-run");
+    expect(prune.exitCode, prune.all).toBe(0);
+    expect(prune.stdout).not.toMatch(/\/oci\/(root|falco-kernel|lvh-kernel)-/);
+
     const bad = await cli("images", "build", "no-shell");
     expect(bad.exitCode).not.toBe(0);
     expect(bad.all).toContain(`${repo}/falco-kernel:6.1-x86_64: no /bin/sh: a root disk needs a shell`);
