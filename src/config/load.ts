@@ -103,6 +103,10 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
             ? ociSource(entry.kernel.image, file.registries)
             : { ...entry.kernel };
       const suite = entry.kernel.source === "debian" ? entry.kernel.suite : DEFAULT_ROOTFS_SUITE;
+      if (entry.rootfs?.source === "oci" && entry.packages.length > 0)
+        throw new UsageError(
+          `${origin}: machines[${i}].packages: Debian packages go into Debian root disks only (rootfs.source is oci)`,
+        );
       const rootfs: RootfsSource = !entry.rootfs
         ? { source: "debian", suite }
         : entry.rootfs.source === "oci"

@@ -373,6 +373,17 @@ machines:
     expect(() => parseMatrix(text.replace("k:6.1", "K/x:6.1"), "k.yaml")).toThrow(
       /^k\.yaml: machines\[0\]\.kernel\.image: expected an image reference/,
     );
+    expect(() =>
+      parseMatrix(
+        text.replace(
+          "rootfs: { source: oci, image: ghcr.io/o/root:1 }",
+          "rootfs: { source: oci, image: ghcr.io/o/root:1 }\n    packages: [strace]",
+        ),
+        "k.yaml",
+      ),
+    ).toThrow(
+      "k.yaml: machines[0].packages: Debian packages go into Debian root disks only (rootfs.source is oci)",
+    );
     expect(() => parseMatrix(text.replace("tlsVerify: false", "tlsVerify: no-way"), "k.yaml")).toThrow(
       /^k\.yaml: registries\.127\.0\.0\.1:5000\.tlsVerify: /,
     );
