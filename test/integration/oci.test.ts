@@ -73,7 +73,7 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
   it("pulls, recognises the layouts, and refuses a root disk without a shell by name", async () => {
     const built = await cli("images", "build", "falco-6.1", "lvh-6.1");
     expect(built.exitCode, built.all).toBe(0);
-    const list = await cli("images", "list");
+    const list = await execa("node", [CLI, "images", "list"], { all: true });
     expect(list.stdout).toMatch(/^kernels .* falco layout$/m);
     expect(list.stdout).toMatch(/^kernels .* lvh layout$/m);
     expect(list.stdout).toMatch(/^rootfs +oci-root-amd64-\S+ .* systemd layout$/m);
