@@ -78,9 +78,20 @@ export async function listImages(flags: { json?: boolean }): Promise<void> {
     return;
   }
   for (const e of all) {
-    const m = e.manifest as { builtAt?: string; buildSeconds?: number } | undefined;
+    const m = e.manifest as { builtAt?: string; buildSeconds?: number; layout?: string } | undefined;
     const facts = m ? `built ${m.builtAt} in ${m.buildSeconds?.toFixed(0)} s` : "incomplete";
-    console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}`);
+    // OCI entries say which kind of image they came from (kernel: falco, lvh; disk: systemd, container).
+    const layout = m?.layout ? `, ${m.layout} layout` : "";
+    console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}${layout}`);
+  }
+  for (const name of await readdir(join(cacheRoot(), "oci")).catch(() => [] as string[])) {
+    const m = await readManifest<{ image?: string; digest?: string; pullSeconds?: number }>(
+      join(cacheRoot(), "oci", name),
+    );
+    if (m?.digest)
+      console.log(
+        `${"oci".padEnd(8)} ${name.padEnd(48)} ${m.image} pulled in ${m.pullSeconds?.toFixed(0)} s`,
+      );
   }
   if (all.length === 0) console.log(`no images in ${cacheRoot()}`);
 }
@@ -92,9 +103,15 @@ export async function pruneImages(
   flags: { dryRun?: boolean },
 ): Promise<void> {
   const keep = new Set<string>();
+  // OCI pulls are named by their digest's first 16 hex digits (images/oci/registry.ts).
+  const digests = new Set<string>();
   for (const machine of machines) {
     const plan = await planImage(machine, { archive: matrix.archive, log: progress });
     for (const part of [plan.kernel, plan.boot, plan.rootfs]) keep.add(part.dir);
+    for (const recipe of [plan.kernel.recipe, plan.rootfs.recipe]) {
+      const digest = (recipe as { source?: string; digest?: string }).digest;
+      if (digest?.startsWith("sha256:")) digests.add(digest.slice(7, 23));
+    }
   }
   let freed = 0;
   for (const e of await entries()) {
@@ -105,6 +122,18 @@ export async function pruneImages(
       `${flags.dryRun ? "would remove" : "removing"} ${e.dir} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
     );
     if (!flags.dryRun) await rm(e.dir, { recursive: true, force: true });
+  }
+  const oci = join(cacheRoot(), "oci");
+  for (const name of await readdir(oci).catch(() => [] as string[])) {
+    // resolved/ and kernel-facts/ are small and keep cached digests resolvable offline.
+    const m = /-([0-9a-f]{16})$/.exec(name);
+    if (!m?.[1] || digests.has(m[1])) continue;
+    const bytes = await du(join(oci, name));
+    freed += bytes;
+    console.log(
+      `${flags.dryRun ? "would remove" : "removing"} ${join(oci, name)} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
+    );
+    if (!flags.dryRun) await rm(join(oci, name), { recursive: true, force: true });
   }
   console.log(`${flags.dryRun ? "would free" : "freed"} ${(freed / 1024 ** 2).toFixed(0)} MiB`);
 }

@@ -2,10 +2,11 @@
 import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { parseImageRef } from "../images/oci/reference.js";
 import { UsageError } from "../util/errors.js";
 import { parseYamlFile } from "../util/yaml-file.js";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "./default.js";
-import { MatrixFileSchema } from "./schema.js";
+import { type MatrixFile, MatrixFileSchema } from "./schema.js";
 import {
   type Arch,
   type ArchiveSettings,
@@ -14,6 +15,8 @@ import {
   LOCAL_KERNEL_RELEASE_FILE,
   type Machine,
   type Matrix,
+  type OciSource,
+  type RootfsSource,
   type VmSettings,
 } from "./types.js";
 
@@ -96,14 +99,25 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
               source: "local",
               path: localBuildDir(entry.kernel.path, arch, baseDir, `${origin}: machines[${i}]`),
             }
-          : { ...entry.kernel };
+          : entry.kernel.source === "oci"
+            ? ociSource(entry.kernel.image, file.registries)
+            : { ...entry.kernel };
       const suite = entry.kernel.source === "debian" ? entry.kernel.suite : DEFAULT_ROOTFS_SUITE;
+      if (entry.rootfs?.source === "oci" && entry.packages.length > 0)
+        throw new UsageError(
+          `${origin}: machines[${i}].packages: Debian packages go into Debian root disks only (rootfs.source is oci)`,
+        );
+      const rootfs: RootfsSource = !entry.rootfs
+        ? { source: "debian", suite }
+        : entry.rootfs.source === "oci"
+          ? ociSource(entry.rootfs.image, file.registries)
+          : { ...entry.rootfs };
       machines.push({
         name: entry.name,
         arch,
         id,
         kernel,
-        rootfs: entry.rootfs ? { ...entry.rootfs } : { source: "debian", suite },
+        rootfs,
         packages: [...entry.packages],
         vm: { ...DEFAULT_VM, ...file.vm, ...entry.vm },
       });
@@ -117,6 +131,11 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
     builderMachines.set(builder, machine);
   }
   return { origin, archive, machines, sources, builderMachines };
+}
+
+/** An OCI source with its registry's settings from the file's `registries:`. */
+function ociSource(image: string, registries: MatrixFile["registries"]): OciSource {
+  return { source: "oci", image, tlsVerify: registries?.[parseImageRef(image).registry]?.tlsVerify ?? true };
 }
 
 /**
@@ -184,8 +203,10 @@ export function describeMachines(machines: readonly Machine[]): string {
       m.arch,
       m.kernel.source === "debian"
         ? `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`
-        : `${m.kernel.source} ${m.kernel.path}`,
-      `${m.rootfs.source} ${m.rootfs.suite}`,
+        : m.kernel.source === "oci"
+          ? `oci ${m.kernel.image}`
+          : `${m.kernel.source} ${m.kernel.path}`,
+      m.rootfs.source === "oci" ? `oci ${m.rootfs.image}` : `${m.rootfs.source} ${m.rootfs.suite}`,
       String(m.vm.cpus),
       `${m.vm.memoryMiB} MiB`,
       m.vm.accel,

@@ -4,6 +4,7 @@
  * Objects are strict so that a typo such as `flavor:` is an error instead of being silently ignored.
  */
 import { z } from "zod";
+import { isImageRef } from "../images/oci/reference.js";
 import { ARCHES } from "./types.js";
 
 const SUITE_RE = /^[a-z][a-z0-9-]*$/;
@@ -11,6 +12,11 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const FLAVOUR_RE = /^[a-z0-9][a-z0-9-]*$/;
 
 const suite = z.string().regex(SUITE_RE, { error: "expected a suite name like bookworm ([a-z][a-z0-9-]*)" });
+const imageRef = z.string().refine((text) => isImageRef(text), {
+  error: "expected an image reference like ghcr.io/org/name:tag or name@sha256:<64 hex>",
+});
+/** An OCI image, the machine's architecture picked out of a multi-architecture index. */
+const ociSource = z.strictObject({ source: z.literal("oci"), image: imageRef });
 const httpUrl = z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" });
 
 export const ArchSchema = z.enum(ARCHES);
@@ -48,10 +54,12 @@ export const KernelSourceSchema = z.discriminatedUnion("source", [
     source: z.literal("local"),
     path: z.string().regex(/\S/, { error: "expected the path of a kernel build directory" }),
   }),
+  ociSource,
 ]);
 
 export const RootfsSourceSchema = z.discriminatedUnion("source", [
   z.strictObject({ source: z.literal("debian"), suite }),
+  ociSource,
 ]);
 
 export const MachineEntrySchema = z.strictObject({
@@ -78,6 +86,13 @@ export const MatrixFileSchema = z.strictObject({
     })
     .optional(),
   machines: z.array(MachineEntrySchema).min(1),
+  /** Per registry (`host[:port]` as images name it): `tlsVerify: false` for plain HTTP (a local registry). */
+  registries: z
+    .record(
+      z.string().regex(/^[a-zA-Z0-9.-]+(:[0-9]+)?$/, { error: "expected a registry host[:port]" }),
+      z.strictObject({ tlsVerify: z.boolean().default(true) }),
+    )
+    .optional(),
   /** Where plan sources live, e.g. `libs: ../falcosecurity-libs` (a directory or `git-url@ref`). */
   sources: z.record(z.string().regex(NAME_RE), z.string().min(1)).optional(),
   /**

@@ -23,7 +23,14 @@ export interface VmSettings {
  */
 export type KernelSource =
   | { source: "debian"; suite: string; flavour: string }
-  | { source: "local"; path: string };
+  | { source: "local"; path: string }
+  | OciSource;
+/** An OCI image (`kernel`/`rootfs: { source: oci, image }`); tlsVerify from the file's `registries:`. */
+export interface OciSource {
+  source: "oci";
+  image: string;
+  tlsVerify: boolean;
+}
 /** The kernel image of a build directory (`kernel: { source: local }`), per architecture. */
 export const LOCAL_KERNEL_IMAGE: Record<Arch, string> = {
   x86_64: "arch/x86/boot/bzImage",
@@ -33,7 +40,7 @@ export const LOCAL_KERNEL_IMAGE: Record<Arch, string> = {
 export const LOCAL_KERNEL_RELEASE_FILE = "include/config/kernel.release";
 
 /** Where a machine's root filesystem comes from. */
-export type RootfsSource = { source: "debian"; suite: string };
+export type RootfsSource = { source: "debian"; suite: string } | OciSource;
 
 export interface ArchiveSettings {
   mirror: string;

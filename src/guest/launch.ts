@@ -52,8 +52,8 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
     privateKey: keys.privateKey,
     workDir,
     consoleLog: opts.consoleLog ?? join(workDir, "console.log"),
-    x86Machine: opts.x86Machine,
-    kernelArgs: machine.vm.kernelArgs,
+    x86Machine: opts.x86Machine ?? image.x86Machine,
+    kernelArgs: [...(image.kernelArgs ?? []), ...machine.vm.kernelArgs],
     internet: machine.vm.internet,
     onConsoleLine: opts.onConsoleLine,
   });

@@ -88,3 +88,46 @@ echo "${READY_MARKER} uptime=$uptime"
 # PID 1 must reap orphans; dash's wait collects any exited child.
 while :; do sleep 5; wait; done
 `;
+
+/** Written into a root disk whose own init (systemd) boots it; the OCI stage 1 looks for it. */
+export const OWN_INIT_MARKER = "/etc/kmatrix-own-init";
+
+/**
+ * Stage 1 for root disks from OCI images: as STAGE1_INIT, but a disk that boots with its own init
+ * (systemd, marked with OWN_INIT_MARKER) gets only the key and the network before switch_root to
+ * /sbin/init: systemd mounts /run, cgroups (v1 on old systemd) and the rest itself, and must find
+ * none of them taken. (Debian's disks keep STAGE1_INIT byte for byte: their boot entries' keys.)
+ */
+export const STAGE1_OCI_INIT = STAGE1_INIT.replace(
+  "# What drivers need mounted",
+  `if [ -e $R${OWN_INIT_MARKER} ]; then
+  hostname kmatrix
+  ip link set lo up
+  ip link set eth0 up || fatal "no network interface eth0"
+  ip addr add ${GUEST_ADDRESS} dev eth0
+  ip route add default via ${GUEST_GATEWAY}
+  mount --move /dev $R/dev
+  mount --move /proc $R/proc
+  mount --move /sys $R/sys
+  stamp "own init"
+  exec switch_root $R /sbin/init
+fi
+# What drivers need mounted`,
+);
+
+/**
+ * The unit kmatrix adds to a systemd root disk: once sshd has started (Debian's ssh.service,
+ * the RPM distros' sshd.service), say so on the console, as stage 2 does.
+ */
+export const READY_UNIT = `[Unit]
+Description=kmatrix: the machine is ready
+Wants=ssh.service sshd.service
+After=ssh.service sshd.service network.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'read -r u _ < /proc/uptime; echo "${READY_MARKER} uptime=$u" > /dev/console'
+
+[Install]
+WantedBy=multi-user.target
+`;

@@ -8,11 +8,14 @@ import { ensureKeyPair } from "../guest/keys.js";
 import { type DebianBase, resolveDebianBase } from "./busybox.js";
 import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
 import { debianKernelSource } from "./debian/index.js";
+import { debianRootDiskSource } from "./debian/root-disk.js";
 import { DebianArchive, type DebPackage, debArchOf } from "./debian-archive.js";
-import { BARE_INIT, STAGE1_INIT, STAGE2_INIT } from "./guest-init.js";
+import { BARE_INIT, STAGE2_INIT } from "./guest-init.js";
 import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
 import { localKernelSource } from "./local/index.js";
-import { buildRootfs, rootfsRecipe } from "./rootfs.js";
+import { ociKernelSource } from "./oci/kernel.js";
+import { ociRootDiskSource } from "./oci/root-disk.js";
+import type { BuiltRootDisk, RootDiskContext, RootDiskPlan, RootDiskSource } from "./root-disk.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "./source.js";
 
 export type { KernelRecipe, KernelSource, MaterializedKernel } from "./source.js";
@@ -24,6 +27,13 @@ const RECIPE_VERSION = 1;
 const KERNEL_SOURCES: Record<Machine["kernel"]["source"], KernelSource> = {
   debian: debianKernelSource,
   local: localKernelSource,
+  oci: ociKernelSource,
+};
+
+/** The root disk source of each `rootfs.source` of the matrix. */
+const ROOT_DISK_SOURCES: Record<Machine["rootfs"]["source"], RootDiskSource> = {
+  debian: debianRootDiskSource,
+  oci: ociRootDiskSource,
 };
 
 /** Everything a VM backend needs to boot a machine. */
@@ -37,6 +47,10 @@ export interface MachineImage {
   bareInitrd: string;
   /** Raw ext4 base image; every run boots a copy-on-write overlay of it. */
   disk: string;
+  /** x86_64: the QEMU machine the kernel needs when not the default (microvm for Falco's kernels). */
+  x86Machine?: MaterializedKernel["x86Machine"];
+  /** Kernel arguments the root disk needs at every boot (before the matrix's vm.kernelArgs). */
+  kernelArgs?: string[];
   manifests: { kernel: KernelManifest; boot: BootManifest; rootfs: RootfsManifest };
 }
 
@@ -57,7 +71,7 @@ export interface BootManifest extends ManifestBase {
   modules: string[];
   files: Record<string, FileFacts>;
 }
-export interface RootfsManifest extends ManifestBase {
+export interface RootfsManifest extends ManifestBase, Omit<BuiltRootDisk, "bytesUsed"> {
   kind: "rootfs";
   bytesUsed: number;
   files: Record<string, FileFacts>;
@@ -89,7 +103,10 @@ export interface ImagePlan {
   rootfs: {
     dir: string;
     key: string;
-    recipe: ReturnType<typeof rootfsRecipe> & { v: number; kernelKey: string };
+    recipe: object;
+    source: RootDiskSource;
+    plan: RootDiskPlan;
+    context: RootDiskContext;
   };
 }
 
@@ -105,42 +122,40 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
   });
   const debArch = debArchOf(machine.arch);
   const source = KERNEL_SOURCES[machine.kernel.source];
-  const context: SourceContext = { machine, debArch, archive, log };
+  const context: SourceContext = { machine, debArch, archive, log, refresh: opts.refresh };
   const resolved = await source.resolve(context);
 
   const kernelKey = contentKey(resolved.recipe);
   const keys = await ensureKeyPair(root);
   // Whatever the kernel, the initrd's static busybox is the root disk's suite's.
-  const base = await resolveDebianBase(archive, opts.archive, root, machine.rootfs.suite, debArch, {
+  const disks = ROOT_DISK_SOURCES[machine.rootfs.source];
+  const base = await resolveDebianBase(archive, opts.archive, root, disks.busyboxSuite(machine), debArch, {
     refresh: opts.refresh,
     log,
   });
   const busybox = base.busybox;
+  const diskContext: RootDiskContext = {
+    machine,
+    debArch,
+    archive: opts.archive,
+    kernel: resolved,
+    kernelKey,
+    base,
+    refresh: opts.refresh,
+    log,
+  };
+  const disk = await disks.plan(diskContext);
 
   const bootRecipe = {
     v: RECIPE_VERSION,
     kernelKey,
     busybox: busybox.sha256,
     modules: BOOT_MODULES,
-    init: contentKey([STAGE1_INIT, STAGE2_INIT, BARE_INIT]),
+    init: contentKey([disk.stage1, STAGE2_INIT, BARE_INIT]),
     key: keys.publicKey,
   };
   const bootKey = contentKey(bootRecipe);
-  const fsRecipe = {
-    v: RECIPE_VERSION,
-    kernelKey,
-    ...rootfsRecipe(
-      {
-        release: resolved.release,
-        debArch,
-        suites: resolved.suites ?? base.suites,
-        ...("package" in resolved.headers && { headersPackage: resolved.headers.package }),
-      },
-      machine.rootfs.suite,
-      machine.packages,
-    ),
-  };
-  const fsKey = contentKey(fsRecipe);
+  const fsKey = contentKey(disk.recipe);
   return {
     machine,
     archive,
@@ -161,9 +176,12 @@ export async function planImage(machine: Machine, opts: PrepareOptions): Promise
       publicKey: keys.publicKey,
     },
     rootfs: {
-      dir: join(root, "rootfs", `${machine.rootfs.suite}-${debArch}-${fsKey}`),
+      dir: join(root, "rootfs", `${disk.name}-${fsKey}`),
       key: fsKey,
-      recipe: fsRecipe,
+      recipe: disk.recipe,
+      source: disks,
+      plan: disk,
+      context: diskContext,
     },
   };
 }
@@ -217,6 +235,7 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
         modulesDir: files.modulesDir,
         busybox,
         authorizedKey: plan.boot.publicKey,
+        stage1: plan.rootfs.plan.stage1,
       },
       tmp,
       initrd,
@@ -229,8 +248,8 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
 
   const rootfs = await timed(plan.rootfs, log, `${machine.id}: root disk`, async (tmp) => {
     const disk = join(tmp, "disk.ext4");
-    const { bytesUsed } = await buildRootfs(plan.rootfs.recipe, files, opts.archive, tmp, disk, log);
-    return { kind: "rootfs" as const, bytesUsed, files: { "disk.ext4": await fileFacts(disk) } };
+    const built = await plan.rootfs.source.build(plan.rootfs.plan, files, tmp, disk, plan.rootfs.context);
+    return { kind: "rootfs" as const, ...built, files: { "disk.ext4": await fileFacts(disk) } };
   });
 
   return {
@@ -241,6 +260,8 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     initrd: join(plan.boot.dir, "initrd.img"),
     bareInitrd: join(plan.boot.dir, "bare.img"),
     disk: join(plan.rootfs.dir, "disk.ext4"),
+    ...(kernel.x86Machine && { x86Machine: kernel.x86Machine }),
+    ...(rootfs.kernelArgs && { kernelArgs: rootfs.kernelArgs }),
     manifests: { kernel, boot, rootfs },
   };
 }

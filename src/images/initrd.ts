@@ -22,6 +22,8 @@ export interface InitrdInputs {
   /** A static busybox for the target architecture. */
   busybox: string;
   authorizedKey: string;
+  /** The stage 1 init for the machine's root disk (guest-init.ts); default STAGE1_INIT. */
+  stage1?: string;
 }
 
 /** Builds a gzip'd newc initrd; returns the modules it loads, in load order. */
@@ -32,7 +34,7 @@ export async function buildInitrd(inputs: InitrdInputs, workDir: string, out: st
     await mkdir(join(root, d), { recursive: true });
   await copyFile(inputs.busybox, join(root, "bin/busybox"));
   await chmod(join(root, "bin/busybox"), 0o755);
-  await writeFile(join(root, "init"), STAGE1_INIT, { mode: 0o755 });
+  await writeFile(join(root, "init"), inputs.stage1 ?? STAGE1_INIT, { mode: 0o755 });
   await writeFile(join(root, "stage2"), STAGE2_INIT, { mode: 0o755 });
   await writeFile(join(root, "authorized_keys"), `${inputs.authorizedKey}\n`, { mode: 0o600 });
 
@@ -64,6 +66,8 @@ interface ModuleIndex {
   /** Module name (underscores) → path of its .ko / .ko.xz / .ko.zst file. */
   files: Map<string, string>;
   builtin: Set<string>;
+  /** Whether the kernel says what it has built in (modules.builtin); OCI kernels may not. */
+  knowsBuiltin: boolean;
 }
 
 const normalise = (name: string) => name.replaceAll("-", "_");
@@ -74,15 +78,16 @@ async function indexModules(modulesDir: string): Promise<ModuleIndex> {
     const m = /([^/]+)\.ko(\.xz|\.zst|\.gz)?$/.exec(entry);
     if (m?.[1]) files.set(normalise(m[1]), join(modulesDir, entry));
   }
-  const builtinText = await readFile(join(modulesDir, "modules.builtin"), "utf8").catch(() => "");
+  const builtinText = await readFile(join(modulesDir, "modules.builtin"), "utf8").catch(() => undefined);
+  const knowsBuiltin = builtinText !== undefined;
   const builtin = new Set(
-    builtinText
+    (builtinText ?? "")
       .split("\n")
       .map((l) => /([^/]+)\.ko$/.exec(l.trim())?.[1])
       .filter((n): n is string => !!n)
       .map(normalise),
   );
-  return { files, builtin };
+  return { files, builtin, knowsBuiltin };
 }
 
 /**
@@ -112,7 +117,9 @@ async function loadOrder(wanted: string[], index: ModuleIndex): Promise<string[]
     order.push(name);
   };
   for (const name of wanted) await visit(name);
-  if (!order.includes("virtio_blk") && !index.builtin.has("virtio_blk"))
+  // A kernel that does not list its built-in modules (Falco's images) is trusted to have
+  // virtio_blk built in; stage 1 says so plainly if /dev/vda never shows up.
+  if (!order.includes("virtio_blk") && !index.builtin.has("virtio_blk") && index.knowsBuiltin)
     throw new Error(`kernel has no virtio_blk module: cannot reach the root disk`);
   return order;
 }

@@ -145,21 +145,39 @@ export async function buildRootfs(
   });
   await mm;
 
-  // Modules (for modprobe inside the guest) and /boot (config, System.map) of the booted kernel.
-  const libIsLink = (await lstat(join(tree, "lib"))).isSymbolicLink();
+  await addKernelFiles(tree, recipe.kernelRelease, kernel);
+  const sizes = await writeExt4(tree, outImage);
+  await rm(tree, { recursive: true, force: true });
+  return sizes;
+}
+
+/**
+ * The booted kernel's files in a root disk tree: modules (for modprobe inside the guest), /boot
+ * (config, System.map) and the build tree when the kernel brings one; then `depmod`.
+ */
+export async function addKernelFiles(tree: string, release: string, kernel: KernelFiles): Promise<void> {
+  const libIsLink = !!(await lstat(join(tree, "lib")).catch(() => undefined))?.isSymbolicLink();
   const modulesDest = join(tree, libIsLink ? "usr/lib/modules" : "lib/modules");
   await mkdir(modulesDest, { recursive: true });
   // (Merged into what a headers package made there, the `build` link; the directory is named <release>.)
   await execa("cp", ["-a", kernel.modulesDir, modulesDest]);
-  if (kernel.bootDir && existsSync(kernel.bootDir))
+  if (kernel.bootDir && existsSync(kernel.bootDir)) {
+    await mkdir(join(tree, "boot"), { recursive: true });
     await execa("cp", ["-a", join(kernel.bootDir, "."), join(tree, "boot")]);
+  }
   if (kernel.headersTree) {
-    const build = join(modulesDest, recipe.kernelRelease, "build");
+    const build = join(modulesDest, release, "build");
     await rm(build, { recursive: true, force: true });
     await execa("cp", ["-a", kernel.headersTree, build]);
   }
-  await execa("depmod", ["-b", tree, recipe.kernelRelease]);
+  await execa("depmod", ["-b", tree, release]);
+}
 
+/** A sparse ext4 image of `tree` with room for driver builds, written by mke2fs -d (no mounting). */
+export async function writeExt4(
+  tree: string,
+  outImage: string,
+): Promise<{ bytesUsed: number; bytesImage: number }> {
   const { stdout } = await execa("du", ["-sb", tree]);
   const bytesUsed = Number.parseInt(stdout, 10);
   const bytesImage = Math.ceil((bytesUsed * 1.2 + FREE_SPACE_BYTES) / 1024 ** 2) * 1024 ** 2;
@@ -175,6 +193,5 @@ export async function buildRootfs(
     outImage,
     `${bytesImage / 1024}k`,
   ]);
-  await rm(tree, { recursive: true, force: true });
   return { bytesUsed, bytesImage };
 }

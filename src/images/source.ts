@@ -13,6 +13,8 @@ export interface SourceContext {
   debArch: DebArch;
   archive: DebianArchive;
   log: (line: string) => void;
+  /** Ask again what a moving name means (a suite's newest kernel, an image tag) even if cached. */
+  refresh?: boolean;
 }
 
 /** How the root disk gets the headers out-of-tree drivers build against. */
@@ -20,7 +22,9 @@ export type KernelHeaders =
   /** A Debian package of the root disk's archive (it makes /lib/modules/<release>/build). */
   | { package: string }
   /** The build tree materialize() puts in the cache entry, copied to /lib/modules/<release>/build. */
-  | { tree: true };
+  | { tree: true }
+  /** None: the root disk brings its own, or has none (an OCI kernel). */
+  | { none: true };
 
 /** A kernel resolved to exactly one set of files; cheap once cached, and never builds anything. */
 export interface KernelRecipe {
@@ -48,6 +52,10 @@ export interface MaterializedKernel {
   bootDir?: string;
   /** The build tree for `headers: { tree }`, copied to the disk's /lib/modules/<release>/build. */
   headersTree?: string;
+  /** What kind of image the kernel came from, when the source tells kinds apart (OCI: falco, lvh). */
+  layout?: string;
+  /** x86_64: the QEMU machine it needs, when not q35 (a kernel made for virtio-mmio). */
+  x86Machine?: "microvm";
 }
 
 /** One kind of kernel source (`kernel.source` in the matrix). */

@@ -47,6 +47,15 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { program: "gpgv", pkg: "gpgv", purpose: "checks the signatures of the archive's Release files" },
   { program: "zstd", pkg: "zstd", purpose: "reads .zst modules" },
   { program: "gzip", pkg: "gzip", purpose: "reads .gz modules" },
+  // OCI images (src/images/oci).
+  { program: "skopeo", pkg: "skopeo", purpose: "pulls OCI images (kernel/rootfs source: oci)" },
+  { program: "umoci", pkg: "umoci", purpose: "unpacks OCI images, whiteouts applied" },
+  {
+    program: "ssh-keygen",
+    pkg: "openssh-client",
+    purpose: "an sshd host key for OCI root disks without one",
+  },
+  { program: "lz4", pkg: "lz4", purpose: "reads lz4-compressed initrds of OCI kernels" },
   // Plan sources.
   { program: "git", pkg: "git", purpose: "fetches git sources, lists a source tree's files" },
   // Builder sandboxes (src/guest/container.ts): unshare, then its set-up script as root, which
@@ -74,6 +83,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { pkg: "debian-archive-keyring", purpose: "the keys that sign Debian's archive, for gpgv" },
   { pkg: "gpg", purpose: "signs the unit tests' archive fixtures with a throwaway key", scope: "tests" },
   { pkg: "chromium", purpose: "kmatrix's browser tests", scope: "tests" },
+  { pkg: "docker-registry", purpose: "the OCI tests' registry on 127.0.0.1", scope: "tests" },
   { pkg: "fonts-noto-color-emoji", purpose: "emoji in the browser tests' screenshots", scope: "tests" },
 ];
 

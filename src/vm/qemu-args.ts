@@ -16,6 +16,8 @@ export interface QemuLaunch {
   /** x86_64 only; see docs/architecture.md for the measurement behind the default. */
   x86Machine?: X86Machine;
   kernelArgs?: string[];
+  /** The host's TSC rate, for microvm under TCG (see `bootArgs`); unknown: not passed. */
+  hostTscKhz?: number;
   /**
    * Let the guest reach the internet (off: it reaches nothing). On: QEMU runs in a network
    * namespace of its own that pasta connects to the host's network (see `pastaArgs`).
@@ -31,7 +33,7 @@ export const DEFAULT_X86_MACHINE: X86Machine = "q35";
 
 type BootBase = Pick<
   QemuLaunch,
-  "arch" | "accel" | "cpus" | "memoryMiB" | "kernel" | "initrd" | "x86Machine" | "kernelArgs"
+  "arch" | "accel" | "cpus" | "memoryMiB" | "kernel" | "initrd" | "x86Machine" | "kernelArgs" | "hostTscKhz"
 >;
 
 /** Machine, CPU, console and kernel: what every boot of a kernel shares, full machine or bare. */
@@ -60,6 +62,13 @@ function bootArgs(l: BootBase): { args: string[]; bus: "device" | "pci" } {
     "loglevel=5",
     "printk.devkmsg=on",
     "random.trust_cpu=on",
+    // microvm has no HPET and no ACPI PM timer: the kernel measures the TSC against the PIT alone,
+    // which fails when the host is busy (an emulated PIT tick arrives late), and the boot then
+    // stalls. Under TCG the guest's TSC is the host's, so its rate is known: no calibration
+    // (Linux >= 5.x; older kernels ignore the argument).
+    ...(l.arch === "x86_64" && x86Machine === "microvm" && l.accel === "tcg" && l.hostTscKhz
+      ? [`tsc_early_khz=${l.hostTscKhz}`]
+      : []),
     ...(l.kernelArgs ?? []),
   ];
   const args = [
@@ -194,4 +203,16 @@ export function pastaArgs(p: PastaLaunch): string[] {
     GUEST_NAMESERVER,
     String(p.pid),
   ];
+}
+
+/**
+ * The host's TSC rate in kHz from /proc/cpuinfo's text, when it can be trusted to be the TSC's:
+ * an x86 CPU with a constant TSC and no frequency scaling (`cpu MHz` is then the TSC's rate, as on
+ * cloud VMs). Pure; the caller reads the files.
+ */
+export function hostTscKhzOf(cpuinfo: string, hasCpufreq: boolean): number | undefined {
+  if (hasCpufreq || !/^flags\s*:.*\bconstant_tsc\b/m.test(cpuinfo)) return undefined;
+  const mhz = /^cpu MHz\s*:\s*([0-9.]+)/m.exec(cpuinfo)?.[1];
+  const khz = mhz ? Math.round(Number.parseFloat(mhz) * 1000) : 0;
+  return khz > 100_000 ? khz : undefined;
 }

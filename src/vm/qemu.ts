@@ -1,4 +1,4 @@
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
@@ -7,6 +7,7 @@ import { execa, type ResultPromise } from "execa";
 import { type ConsoleSignal, ConsoleTail, classifyConsoleLine } from "./console.js";
 import { startOwned } from "./processes.js";
 import {
+  hostTscKhzOf,
   NETNS_WRAPPER,
   pastaArgs,
   type QemuLaunch,
@@ -77,7 +78,13 @@ export const qemuBackend: VmBackend = {
     try {
       await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", spec.baseDisk, disk]);
       const sshPort = await freeLoopbackPort();
-      const args = qemuArgs({ ...spec, disk, sshPort, pidFile: join(spec.workDir, PID_FILE) });
+      const args = qemuArgs({
+        ...spec,
+        disk,
+        sshPort,
+        pidFile: join(spec.workDir, PID_FILE),
+        hostTscKhz: await hostTscKhz(),
+      });
       const vm = new QemuVm(spec, sshPort, args);
       if (spec.internet)
         await vm.connectNetwork().catch(async (err: unknown) => {
@@ -91,6 +98,16 @@ export const qemuBackend: VmBackend = {
     }
   },
 };
+
+let tscKhz: Promise<number | undefined> | undefined;
+/** The host's TSC rate when /proc/cpuinfo tells it (qemu-args.ts: hostTscKhzOf), read once. */
+function hostTscKhz(): Promise<number | undefined> {
+  tscKhz ??= readFile("/proc/cpuinfo", "utf8").then(
+    (text) => hostTscKhzOf(text, existsSync("/sys/devices/system/cpu/cpu0/cpufreq")),
+    () => undefined,
+  );
+  return tscKhz;
+}
 
 const OVERLAY = "disk.qcow2";
 const PID_FILE = "qemu.pid";

@@ -163,8 +163,8 @@ machines:
       'kmatrix.yaml: archive.keyring: expected the path of a keyring file, got ""',
     );
     expect(errorOf(`archive: { keyring: [a] }\n${ONE}`)).toMatch(/^kmatrix\.yaml: archive\.keyring: /);
-    expect(errorOf(ONE.replace("source: debian", "source: oci"))).toBe(
-      'kmatrix.yaml: machines[0].kernel.source: expected "debian" or "local", got "oci"',
+    expect(errorOf(ONE.replace("source: debian", "source: oracle"))).toBe(
+      'kmatrix.yaml: machines[0].kernel.source: expected "debian", "local" or "oci", got "oracle"',
     );
     expect(errorOf("machines: []\n")).toBe("kmatrix.yaml: machines: must not be empty");
     expect(errorOf("vm: {}\n")).toBe("kmatrix.yaml: machines: missing (required)");

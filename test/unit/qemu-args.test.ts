@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { GUEST_NAMESERVER, NETNS_WRAPPER, pastaArgs, qemuArgs } from "../../src/vm/qemu-args.js";
+import {
+  GUEST_NAMESERVER,
+  hostTscKhzOf,
+  NETNS_WRAPPER,
+  pastaArgs,
+  qemuArgs,
+} from "../../src/vm/qemu-args.js";
 
 const base = {
   cpus: 2,
@@ -38,6 +44,19 @@ describe("qemuArgs", () => {
     const micro = qemuArgs({ ...base, arch: "x86_64", accel: "tcg", x86Machine: "microvm" });
     expect(valuesOf(micro, "-M")[0]).toMatch(/^microvm,/);
     expect(valuesOf(micro, "-device")).toContain("virtio-blk-device,drive=root");
+  });
+
+  it("tells a microvm guest under TCG the host's TSC rate, and nobody else", () => {
+    const cmdline = (l: Partial<Parameters<typeof qemuArgs>[0]>) =>
+      valuesOf(qemuArgs({ ...base, arch: "x86_64", accel: "tcg", hostTscKhz: 2245786, ...l }), "-append")[0];
+    expect(cmdline({ x86Machine: "microvm" })).toContain(" tsc_early_khz=2245786");
+    expect(cmdline({ x86Machine: "q35" })).not.toContain("tsc_early_khz");
+    expect(cmdline({ x86Machine: "microvm", accel: "kvm" })).not.toContain("tsc_early_khz");
+    expect(cmdline({ x86Machine: "microvm", hostTscKhz: undefined })).not.toContain("tsc_early_khz");
+    const cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2245.786\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n";
+    expect(hostTscKhzOf(cpuinfo, false)).toBe(2245786);
+    expect(hostTscKhzOf(cpuinfo, true)).toBeUndefined();
+    expect(hostTscKhzOf(cpuinfo.replace(" constant_tsc", ""), false)).toBeUndefined();
   });
 
   it("picks a fast emulated CPU on aarch64 and the host CPU under KVM", () => {

@@ -1,0 +1,166 @@
+/**
+ * `kernel: { source: oci, image }`: a kernel from an OCI image, in Falco's layout (an uncompressed
+ * ELF `/boot/vmlinux` + a busybox `/boot/initrd` that holds the few modules needed to reach the
+ * disk) or little-vm-helper's (`/data/kernels/<ver>/boot/vmlinuz-<release>` + its modules).
+ * Keyed by the image's manifest digest for the machine's architecture. Either way the machine
+ * boots with kmatrix's own initrd (its stage 1 knows kmatrix's disks and key): a Falco kernel's
+ * modules are taken out of its initrd, whose own init (DHCP, Firecracker's devices) is not used.
+ */
+import { copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+import { cacheRoot } from "../cache.js";
+import type { KernelSource, MaterializedKernel, SourceContext } from "../source.js";
+import { arm64ImageFromElf, EM_X86_64, kernelRelease, pvhEntry, readElf } from "./elf.js";
+import { modulesOfInitrd } from "./initrd-modules.js";
+import { detectKernelLayout, type KernelLayout } from "./layout.js";
+import { type PullOptions, pullImage, type ResolvedImage, resolveImage, unpackImage } from "./registry.js";
+
+/** Bump when materialize() changes in a way the recipe does not show. */
+const RECIPE_VERSION = 1;
+
+interface OciKernelResolved {
+  source: "oci";
+  debArch: "amd64" | "arm64";
+  image: string;
+  digest: string;
+  layout: KernelLayout["layout"];
+}
+
+/** What an image's kernel is, remembered per digest so that a cached kernel resolves offline. */
+interface KernelFacts {
+  layout: KernelLayout["layout"];
+  release: string;
+}
+
+function ociKernel(ctx: SourceContext): { image: string; opts: PullOptions } {
+  const k = ctx.machine.kernel;
+  if (k.source !== "oci") throw new Error(`${ctx.machine.id}: not an OCI kernel`);
+  return { image: k.image, opts: { tlsVerify: k.tlsVerify, refresh: ctx.refresh, log: ctx.log } };
+}
+
+export const ociKernelSource: KernelSource = {
+  async resolve(ctx) {
+    const { image, opts } = ociKernel(ctx);
+    const img = await resolveImage(image, ctx.machine.arch, opts);
+    const facts = await kernelFacts(img, opts);
+    const resolved: OciKernelResolved = {
+      source: "oci",
+      debArch: ctx.debArch,
+      image,
+      digest: img.digest,
+      layout: facts.layout,
+    };
+    return {
+      recipe: { v: RECIPE_VERSION, source: "oci", digest: img.digest, arch: ctx.machine.arch },
+      release: facts.release,
+      version: facts.release,
+      // Neither layout has headers: a root disk that builds drivers brings its own (Falco's do).
+      headers: { none: true },
+      resolved,
+    };
+  },
+
+  async materialize(recipe, into, ctx) {
+    const { opts } = ociKernel(ctx);
+    const r = recipe.resolved as OciKernelResolved;
+    const img: ResolvedImage = { ...(await resolveImage(r.image, ctx.machine.arch, opts)), digest: r.digest };
+    const tree = join(into, "image");
+    await unpackImage((await pullImage(img, opts)).layout, tree);
+    const layout = detectKernelLayout(await listTree(tree), r.image);
+    const modulesDir = `lib/modules/${recipe.release}`;
+    await mkdir(join(into, modulesDir), { recursive: true });
+    let out: MaterializedKernel;
+    if (layout.layout === "falco") {
+      const vmlinux = await readFile(join(tree, layout.vmlinux));
+      const kernel = bootableVmlinux(vmlinux, ctx.machine.arch, r.image);
+      await writeFile(join(into, kernel.name), kernel.bytes);
+      if (layout.initrd) {
+        const dir = join(into, modulesDir, "kernel");
+        await mkdir(dir, { recursive: true });
+        for (const [name, bytes] of await modulesOfInitrd(await readFile(join(tree, layout.initrd))))
+          await writeFile(join(dir, name), bytes);
+      }
+      out = {
+        vmlinuz: kernel.name,
+        modulesDir,
+        layout: "falco",
+        // Falco's kernels are made for Firecracker's virtio-mmio devices, which microvm has too.
+        ...(ctx.machine.arch === "x86_64" && { x86Machine: "microvm" as const }),
+      };
+    } else {
+      await copyFile(join(tree, layout.vmlinuz), join(into, "vmlinuz"));
+      await execa("cp", ["-a", join(tree, layout.modules, "."), join(into, modulesDir)]);
+      await mkdir(join(into, "boot"), { recursive: true });
+      for (const f of await readdir(join(tree, layout.boot)))
+        if (/^(config|System\.map)-/.test(f))
+          await copyFile(join(tree, layout.boot, f), join(into, "boot", f));
+      out = { vmlinuz: "vmlinuz", modulesDir, bootDir: "boot", layout: "lvh" };
+    }
+    await rm(tree, { recursive: true, force: true });
+    return out;
+  },
+};
+
+/**
+ * The file QEMU's -kernel boots: on x86_64 the ELF itself, through its PVH entry; on arm64 the
+ * flat Image made from it (elf.ts says why QEMU cannot boot an arm64 ELF as Linux).
+ */
+export function bootableVmlinux(
+  vmlinux: Buffer,
+  arch: "x86_64" | "aarch64",
+  image: string,
+): { name: string; bytes: Buffer } {
+  let elf: ReturnType<typeof readElf>;
+  try {
+    elf = readElf(vmlinux);
+  } catch (err) {
+    throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
+  }
+  if (arch === "x86_64") {
+    if (elf.machine !== EM_X86_64) throw new Error(`${image}: /boot/vmlinux is not an x86_64 kernel`);
+    if (pvhEntry(vmlinux) === undefined)
+      throw new Error(
+        `${image}: /boot/vmlinux has no PVH entry note (Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY): QEMU boots an uncompressed x86_64 kernel only through it (a kernel built with CONFIG_PVH=y)`,
+      );
+    return { name: "vmlinux", bytes: vmlinux };
+  }
+  try {
+    return { name: "Image", bytes: arm64ImageFromElf(vmlinux) };
+  } catch (err) {
+    throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
+  }
+}
+
+async function kernelFacts(img: ResolvedImage, opts: PullOptions): Promise<KernelFacts> {
+  const file = join(cacheRoot(), "oci", "kernel-facts", `${img.digest.slice(7)}.json`);
+  const known = await readFile(file, "utf8")
+    .then((t) => JSON.parse(t) as KernelFacts)
+    .catch(() => undefined);
+  if (known) return known;
+  const { layout } = await pullImage(img, opts);
+  const tree = join(cacheRoot(), "oci", `unpack-${process.pid}-${img.digest.slice(7, 23)}`);
+  await rm(tree, { recursive: true, force: true });
+  try {
+    await unpackImage(layout, tree);
+    const found = detectKernelLayout(await listTree(tree), img.image);
+    let release: string | undefined;
+    if (found.layout === "lvh") release = found.release;
+    else {
+      release = kernelRelease(await readFile(join(tree, found.vmlinux)));
+      if (!release) throw new Error(`${img.image}: /boot/vmlinux has no "Linux version" banner`);
+    }
+    if (!/^[\w.+~-]+$/.test(release)) throw new Error(`${img.image}: unusable kernel release "${release}"`);
+    const facts: KernelFacts = { layout: found.layout, release };
+    await mkdir(join(file, ".."), { recursive: true });
+    await writeFile(`${file}.tmp-${process.pid}`, JSON.stringify(facts));
+    await rename(`${file}.tmp-${process.pid}`, file);
+    return facts;
+  } finally {
+    await rm(tree, { recursive: true, force: true });
+  }
+}
+
+async function listTree(tree: string): Promise<string[]> {
+  return (await readdir(tree, { recursive: true })).map((p) => p.split("\\").join("/"));
+}

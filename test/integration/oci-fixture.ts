@@ -1,0 +1,334 @@
+/**
+ * OCI images made from kmatrix's own Debian bookworm machine (x86_64), in the layouts kmatrix reads:
+ * - `falco-kernel`: Falco's kernel layout: /boot/vmlinux (the ELF inside Debian's bzImage, which
+ *   has the PVH note: CONFIG_PVH=y) + /boot/initrd (busybox + the virtio modules, an init like
+ *   Falco's) + /lib/modules/.placeholder;
+ * - `lvh-kernel`: little-vm-helper's: /data/kernels/6.1/boot/{vmlinuz,config,System.map}-<release>
+ *   + /data/kernels/6.1/lib/modules/<release>;
+ * - `root:systemd`: a Falco-like root disk: bookworm with systemd, sshd, compilers and the kernel's
+ *   headers (the Debian machine's package list plus systemd-sysv), one layer from mmdebstrap;
+ * - `root:plain`: the same plus a layer whose whiteout removes /usr/sbin/init: a container image
+ *   without systemd, booted by kmatrix's init (and umoci's whiteouts tested on the way).
+ * Hand-made OCI layouts (tar layers + JSON named by their sha256), cached by their inputs.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { chmod, copyFile, cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { createGunzip, createGzip } from "node:zlib";
+import { execa } from "execa";
+import { buildOnce, cacheRoot, contentKey } from "../../src/images/cache.js";
+import { type MachineImage, planImage, prepareImage } from "../../src/images/index.js";
+import { readInitrd } from "../../src/images/oci/initrd-modules.js";
+import { defaultMatrix, machine } from "./helpers.js";
+
+/** Bump when the fixture's making changes. */
+const FIXTURE_VERSION = 1;
+
+export interface OciFixture {
+  /** OCI layout directories, each with its tags. */
+  layouts: { name: string; dir: string; tags: string[] }[];
+  release: string;
+  /** The Debian machine the images were made from. */
+  debian: MachineImage;
+}
+
+export async function buildOciFixture(log: (l: string) => void = () => {}): Promise<OciFixture> {
+  const m = machine("debian-bookworm-6.1", "x86_64");
+  const debian = await prepareImage(m, { archive: defaultMatrix.archive });
+  const plan = await planImage(m, { archive: defaultMatrix.archive });
+  const release = debian.kernelRelease;
+  const recipe = {
+    v: FIXTURE_VERSION,
+    kernel: debian.manifests.kernel.key,
+    rootfs: plan.rootfs.recipe,
+  };
+  const dir = join(cacheRoot(), "test-fixtures", `oci-${contentKey(recipe)}`);
+  await buildOnce(dir, async (tmp) => {
+    const started = Date.now();
+    const kernel = debian.manifests.kernel;
+    const kdir = join(cacheRoot(), "kernels", `${release}-${kernel.key}`);
+    const modulesDir = join(kdir, kernel.modulesDir);
+    const bootDir = join(kdir, kernel.bootDir ?? "tree/boot");
+
+    // Falco's layout.
+    const falco = join(tmp, "falco-tree");
+    await mkdir(join(falco, "boot"), { recursive: true });
+    await mkdir(join(falco, "lib/modules"), { recursive: true });
+    await writeFile(join(falco, "lib/modules/.placeholder"), "");
+    await writeFile(join(falco, "boot/vmlinux"), await vmlinuxFromBzImage(await readFile(debian.vmlinuz)));
+    await writeFile(join(falco, "boot/initrd"), await falcoInitrd(debian, modulesDir, release, tmp));
+    await ociLayout(join(tmp, "falco-kernel"), [
+      { tag: "6.1-x86_64", layers: [await tarLayer(falco, tmp, "falco")] },
+    ]);
+    await rm(falco, { recursive: true });
+
+    // little-vm-helper's layout.
+    const lvh = join(tmp, "lvh-tree");
+    const base = join(lvh, "data/kernels/6.1");
+    await mkdir(join(base, "boot"), { recursive: true });
+    await mkdir(join(base, "lib/modules"), { recursive: true });
+    await copyFile(debian.vmlinuz, join(base, "boot", `vmlinuz-${release}`));
+    for (const f of await readdir(bootDir))
+      if (/^(config|System\.map)-/.test(f)) await copyFile(join(bootDir, f), join(base, "boot", f));
+    await cp(modulesDir, join(base, "lib/modules", release), { recursive: true });
+    await ociLayout(join(tmp, "lvh-kernel"), [
+      { tag: "6.1-main", layers: [await tarLayer(lvh, tmp, "lvh")] },
+    ]);
+    await rm(lvh, { recursive: true });
+
+    // The root disk: the Debian machine's packages plus systemd, straight into a tar.
+    const r = plan.rootfs.recipe as {
+      suite: string;
+      suites: string[];
+      packages: string[];
+      preferences: string;
+    };
+    const prefs = join(tmp, "apt-preferences");
+    await writeFile(prefs, r.preferences);
+    const rootTar = join(tmp, "root.tar");
+    log("fixture: mmdebstrap (systemd root disk)");
+    await execa("mmdebstrap", [
+      "--variant=minbase",
+      "--arch=amd64",
+      `--include=${[...r.packages, "systemd-sysv"].join(",")}`,
+      '--aptopt=Acquire::Check-Valid-Until "false";',
+      `--setup-hook=upload ${prefs} /etc/apt/preferences.d/kmatrix`,
+      "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
+      r.suite,
+      rootTar,
+      ...r.suites.map((s) =>
+        s.endsWith("-security")
+          ? `deb ${defaultMatrix.archive.securityMirror} ${s} main`
+          : `deb ${defaultMatrix.archive.mirror} ${s} main`,
+      ),
+    ]);
+    const rootLayer = join(tmp, "root.tar.gz");
+    await pipeline(createReadStream(rootTar), createGzip({ level: 1 }), createWriteStream(rootLayer));
+    await rm(rootTar);
+    const wh = join(tmp, "whiteout-tree");
+    await mkdir(join(wh, "usr/sbin"), { recursive: true });
+    await writeFile(join(wh, "usr/sbin/.wh.init"), "");
+    await ociLayout(join(tmp, "root"), [
+      { tag: "systemd", layers: [rootLayer] },
+      { tag: "plain", layers: [rootLayer, await tarLayer(wh, tmp, "whiteout")] },
+    ]);
+    await rm(wh, { recursive: true });
+    for (const f of await readdir(tmp))
+      if (f.endsWith(".tar.gz") || f === "apt-preferences") await rm(join(tmp, f));
+    log(`fixture: OCI images made in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return { kind: "oci-fixture", recipe, release };
+  });
+  return {
+    layouts: [
+      { name: "falco-kernel", dir: join(dir, "falco-kernel"), tags: ["6.1-x86_64"] },
+      { name: "lvh-kernel", dir: join(dir, "lvh-kernel"), tags: ["6.1-main"] },
+      { name: "root", dir: join(dir, "root"), tags: ["systemd", "plain"] },
+    ],
+    release,
+    debian,
+  };
+}
+
+/**
+ * The ELF vmlinux inside an x86 bzImage (what the kernel's scripts/extract-vmlinux does): the
+ * setup header's payload_offset/payload_length point at the compressed kernel, whose format
+ * shows in its magic.
+ */
+export async function vmlinuxFromBzImage(bz: Buffer): Promise<Buffer> {
+  if (bz.toString("latin1", 0x202, 0x206) !== "HdrS") throw new Error("not a bzImage (no HdrS)");
+  const setupSects = bz[0x1f1] || 4;
+  const start = (setupSects + 1) * 512 + bz.readUInt32LE(0x248);
+  const payload = bz.subarray(start, start + bz.readUInt32LE(0x24c));
+  const hex = payload.subarray(0, 6).toString("hex");
+  const tool = hex.startsWith("02214c18")
+    ? "lz4"
+    : hex === "fd377a585a00"
+      ? "xz"
+      : hex.startsWith("28b52ffd")
+        ? "zstd"
+        : hex.startsWith("1f8b")
+          ? "gzip"
+          : undefined;
+  if (!tool) throw new Error(`bzImage payload of unknown format (${hex})`);
+  // The kernel appends the uncompressed size after the stream: tools may complain, the ELF is whole.
+  const r = await execa(tool, ["-dc"], { input: payload, encoding: "buffer", reject: false });
+  const out = Buffer.from(r.stdout);
+  if (out.readUInt32BE(0) !== 0x7f454c46) throw new Error(`${tool} did not give an ELF: ${r.stderr}`);
+  return out;
+}
+
+/** A busybox initrd like Falco's: its init loads the virtio modules and switches to /dev/vda. */
+async function falcoInitrd(
+  debian: MachineImage,
+  modulesDir: string,
+  release: string,
+  tmp: string,
+): Promise<Buffer> {
+  const root = join(tmp, "falco-initrd");
+  const kmods = join(root, "lib/modules", release);
+  await mkdir(join(root, "bin"), { recursive: true });
+  await mkdir(kmods, { recursive: true });
+  // kmatrix's own initrd of the Debian machine holds a static busybox.
+  const files = await readInitrd(await readFile(debian.initrd));
+  const busybox = files.find((f) => f.name === "bin/busybox");
+  if (!busybox) throw new Error("no busybox in the Debian machine's initrd");
+  await writeFile(join(root, "bin/busybox"), busybox.data);
+  await chmod(join(root, "bin/busybox"), 0o755);
+  const wanted = new Set(debian.manifests.boot.modules);
+  const order: string[] = [];
+  for (const rel of await readdir(modulesDir, { recursive: true })) {
+    const name = /([^/]+)\.ko(\.xz|\.zst)?$/.exec(rel)?.[1]?.replaceAll("-", "_");
+    if (!name || !wanted.has(name)) continue;
+    await copyFile(join(modulesDir, rel), join(kmods, rel.split("/").pop() as string));
+    order.push(name);
+  }
+  await writeFile(
+    join(root, "init"),
+    `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+for m in ${debian.manifests.boot.modules.join(" ")}; do insmod /lib/modules/${release}/$m.ko; done
+mount /dev/vda /mnt && exec switch_root /mnt /sbin/init
+`,
+    { mode: 0o755 },
+  );
+  for (const d of ["proc", "sys", "dev", "mnt"]) await mkdir(join(root, d));
+  const entries = (await readdir(root, { recursive: true })).map((e) => `./${e}`);
+  const cpio = join(tmp, "falco-initrd.cpio");
+  await execa("cpio", ["--create", "--format=newc", "--quiet", "--owner=0:0", `--file=${cpio}`], {
+    cwd: root,
+    input: `.\n${entries.join("\n")}\n`,
+  });
+  const gz = join(tmp, "falco-initrd.gz");
+  await pipeline(createReadStream(cpio), createGzip(), createWriteStream(gz));
+  const out = await readFile(gz);
+  await rm(cpio);
+  await rm(gz);
+  await rm(root, { recursive: true });
+  if (order.length === 0) throw new Error("no virtio module for the Falco-style initrd");
+  return out;
+}
+
+async function tarLayer(tree: string, tmp: string, name: string): Promise<string> {
+  const out = join(tmp, `${name}.tar.gz`);
+  await execa("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", tree, "-czf", out, "."]);
+  return out;
+}
+
+async function sha256File(path: string, gunzip = false): Promise<string> {
+  const hash = createHash("sha256");
+  const input = createReadStream(path);
+  await pipeline(gunzip ? input.pipe(createGunzip()) : input, async (source) => {
+    for await (const chunk of source) hash.update(chunk as Buffer);
+  });
+  return `sha256:${hash.digest("hex")}`;
+}
+
+/** Writes an OCI image layout: blobs by digest, one image manifest per tag (amd64), index.json. */
+async function ociLayout(dir: string, images: { tag: string; layers: string[] }[]): Promise<void> {
+  const blobs = join(dir, "blobs/sha256");
+  await mkdir(blobs, { recursive: true });
+  const putJson = async (value: unknown) => {
+    const bytes = Buffer.from(JSON.stringify(value));
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    await writeFile(join(blobs, digest.slice(7)), bytes);
+    return { digest, size: bytes.length };
+  };
+  const manifests = [];
+  for (const img of images) {
+    const layers = [];
+    const diffIds = [];
+    for (const layer of img.layers) {
+      const digest = await sha256File(layer);
+      await copyFile(layer, join(blobs, digest.slice(7)));
+      layers.push({
+        mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+        digest,
+        size: (await stat(layer)).size,
+      });
+      diffIds.push(await sha256File(layer, true));
+    }
+    const config = await putJson({
+      architecture: "amd64",
+      os: "linux",
+      config: {},
+      rootfs: { type: "layers", diff_ids: diffIds },
+    });
+    const manifest = await putJson({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+      layers,
+    });
+    manifests.push({
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      ...manifest,
+      platform: { architecture: "amd64", os: "linux" },
+      annotations: { "org.opencontainers.image.ref.name": img.tag },
+    });
+  }
+  await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  await writeFile(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests }));
+}
+
+/** Debian's docker-registry on 127.0.0.1:<port>, storage in `dir`; stop() ends it. */
+export async function startRegistry(dir: string): Promise<{ host: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const config = join(dir, "config.yml");
+  await writeFile(
+    config,
+    `version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: ${join(dir, "storage")} }, delete: { enabled: true } }
+http: { addr: "127.0.0.1:${port}" }
+`,
+  );
+  const child = execa("docker-registry", ["serve", config], { reject: false, all: true });
+  const host = `127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`http://${host}/v2/`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    if (i > 100 || child.exitCode !== null) {
+      child.kill();
+      throw new Error(`docker-registry did not start: ${(await child).all}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    host,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child;
+    },
+  };
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === "object" && a ? a.port : 0));
+    });
+  });
+}
+
+/** Pushes every tag of the fixture's layouts to `host` as `<host>/<layout name>:<tag>`. */
+export async function pushFixture(f: OciFixture, host: string): Promise<void> {
+  for (const l of f.layouts)
+    for (const tag of l.tags)
+      await execa("skopeo", [
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        `oci:${l.dir}:${tag}`,
+        `docker://${host}/kmatrix/${l.name}:${tag}`,
+      ]);
+}

@@ -1,0 +1,133 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pvhEntry } from "../../src/images/oci/elf.js";
+import type { CellRecord } from "../../src/results/types.js";
+import { CLI } from "./helpers.js";
+import {
+  buildOciFixture,
+  type OciFixture,
+  pushFixture,
+  startRegistry,
+  vmlinuxFromBzImage,
+} from "./oci-fixture.js";
+
+const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
+
+interface KeyEntry {
+  machineId: string;
+  kind: string;
+  entry: string;
+  dir: string;
+}
+
+// Machines from OCI images in a real registry (Debian's docker-registry on 127.0.0.1), made by
+// oci-fixture.ts from kmatrix's own bookworm machine: Falco's layout (ELF vmlinux booted through
+// PVH on microvm, a systemd root disk booted with its own init) and little-vm-helper's (bzImage +
+// modules, a plain container root disk booted with kmatrix's init).
+describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
+  let fixture: OciFixture;
+  let tmp: string;
+  let config: string;
+  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
+  let repo: string;
+  const cli = (...args: string[]) =>
+    execa("node", [CLI, ...args, "--config", config], { all: true, reject: false });
+
+  beforeAll(async () => {
+    fixture = await buildOciFixture((l) => console.log(l));
+    tmp = await mkdtemp(join(tmpdir(), "kmx-oci-"));
+    registry = await startRegistry(tmp);
+    await pushFixture(fixture, registry.host);
+    repo = `${registry.host}/kmatrix`;
+    config = join(tmp, "kmatrix.yaml");
+    await writeFile(
+      config,
+      [
+        `registries: { "${registry.host}": { tlsVerify: false } }`,
+        "machines:",
+        `  - { name: falco-6.1, arch: x86_64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64" }, rootfs: { source: oci, image: "${repo}/root:systemd" } }`,
+        `  - { name: lvh-6.1, arch: x86_64, kernel: { source: oci, image: "${repo}/lvh-kernel:6.1-main" }, rootfs: { source: oci, image: "${repo}/root:plain" } }`,
+        // A kernel image is no root disk: no shell, no sshd.
+        `  - { name: no-shell, arch: x86_64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64" }, rootfs: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64" } }`,
+        // The example plan's builders run on these (cached by the global set-up).
+        "  - { name: debian-bookworm-6.1, arch: x86_64, kernel: { source: debian, suite: bookworm } }",
+        "  - { name: debian-bullseye-5.10, arch: x86_64, kernel: { source: debian, suite: bullseye } }",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  afterAll(async () => {
+    await registry?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it("the Falco layout's vmlinux is Debian's kernel with its PVH entry note", async () => {
+    const vmlinux = await vmlinuxFromBzImage(await readFile(fixture.debian.vmlinuz));
+    expect(pvhEntry(vmlinux)).toBeGreaterThan(0x100000);
+  });
+
+  it("pulls, recognises the layouts, and refuses a root disk without a shell by name", async () => {
+    const built = await cli("images", "build", "falco-6.1", "lvh-6.1");
+    expect(built.exitCode, built.all).toBe(0);
+    const list = await execa("node", [CLI, "images", "list"], { all: true });
+    expect(list.stdout).toMatch(/^kernels .* falco layout$/m);
+    expect(list.stdout).toMatch(/^kernels .* lvh layout$/m);
+    expect(list.stdout).toMatch(/^rootfs +oci-root-amd64-\S+ .* systemd layout$/m);
+    expect(list.stdout).toMatch(/^rootfs +oci-root-amd64-\S+ .* container layout$/m);
+    const keys = await cli("images", "keys", "falco-6.1", "lvh-6.1", "--json");
+    const entries = (JSON.parse(keys.stdout) as { entries: KeyEntry[] }).entries;
+    const kernel = JSON.parse(await readFile(join(entries[0]?.dir ?? "", "manifest.json"), "utf8"));
+    expect(kernel).toMatchObject({ layout: "falco", x86Machine: "microvm", vmlinuz: "vmlinux" });
+    expect(kernel.resolved.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+
+    // The pulls these machines use are kept by prune.
+    const prune = await cli("images", "prune", "--dry-run");
+    expect(prune.exitCode, prune.all).toBe(0);
+    expect(prune.stdout).not.toMatch(/\/oci\/(root|falco-kernel|lvh-kernel)-/);
+
+    const bad = await cli("images", "build", "no-shell");
+    expect(bad.exitCode).not.toBe(0);
+    expect(bad.all).toContain(`${repo}/falco-kernel:6.1-x86_64: no /bin/sh: a root disk needs a shell`);
+  });
+
+  it("runs the example plan green on both, with the registry gone (cached digests need no network)", async () => {
+    await registry?.stop();
+    registry = undefined;
+    const out = join(tmp, "run");
+    const r = await cli(
+      "run",
+      "--plan",
+      "example",
+      "-m",
+      "falco-6.1",
+      "-m",
+      "lvh-6.1",
+      "--jobs",
+      "2",
+      "--output",
+      out,
+    );
+    for (const machine of ["falco-6.1@x86_64", "lvh-6.1@x86_64"])
+      for (const test of TESTS) {
+        const cell: CellRecord = JSON.parse(
+          await readFile(join(out, "cells", machine, `${test}.json`), "utf8"),
+        );
+        expect(cell.verdict, `${machine} ${test}: ${cell.reason}\n${cell.outputTail}\n${r.all}`).toBe("pass");
+      }
+    expect(r.exitCode, r.all).toBe(0);
+    // Falco's machine booted its own systemd on microvm; LVH's machine kmatrix's stage 2.
+    const consoles = await readdir(join(out, "consoles"));
+    const consoleOf = async (prefix: string) =>
+      readFile(join(out, "consoles", consoles.find((c) => c.startsWith(prefix)) ?? "none"), "utf8");
+    const falco = await consoleOf("falco-6.1@x86_64");
+    expect(falco).toMatch(/kmatrix: own init at/);
+    expect(falco).toMatch(/KMATRIX-READY/);
+    const lvh = await consoleOf("lvh-6.1@x86_64");
+    expect(lvh).toMatch(/kmatrix: stage 2 at/);
+    expect(lvh).not.toMatch(/own init/);
+  });
+});
