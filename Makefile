@@ -7,7 +7,8 @@ SHELL := /bin/bash
 # Essential ones (bash, coreutils, gzip, util-linux, dpkg) are always there: `deps` only checks them.
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils passt qemu-user-static binfmt-support \
 	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
-	git mount bash bubblewrap slirp4netns gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji
+	git mount bash bubblewrap slirp4netns gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji \
+	make gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross pahole tar flex bison bc libelf-dev libssl-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean

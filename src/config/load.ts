@@ -2,6 +2,7 @@
 import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { checkBuildSpec } from "../images/build/spec.js";
 import { UsageError } from "../util/errors.js";
 import { parseYamlFile } from "../util/yaml-file.js";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "./default.js";
@@ -96,7 +97,9 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
               source: "local",
               path: localBuildDir(entry.kernel.path, arch, baseDir, `${origin}: machines[${i}]`),
             }
-          : { ...entry.kernel };
+          : entry.kernel.source === "build"
+            ? checkBuildSpec(entry.kernel, arch, baseDir, `${origin}: machines[${i}]`)
+            : { ...entry.kernel };
       const suite = entry.kernel.source === "debian" ? entry.kernel.suite : DEFAULT_ROOTFS_SUITE;
       machines.push({
         name: entry.name,
@@ -178,7 +181,9 @@ export function describeMachines(machines: readonly Machine[]): string {
       m.arch,
       m.kernel.source === "debian"
         ? `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`
-        : `${m.kernel.source} ${m.kernel.path}`,
+        : m.kernel.source === "build"
+          ? `${m.kernel.source} ${m.kernel.tree}`
+          : `${m.kernel.source} ${m.kernel.path}`,
       `${m.rootfs.source} ${m.rootfs.suite}`,
       String(m.vm.cpus),
       `${m.vm.memoryMiB} MiB`,
