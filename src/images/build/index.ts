@@ -34,6 +34,8 @@ interface BuildResolved {
   tree: string;
   treeDir: string;
   configDir: string;
+  /** The O= directory the build leaves (a build directory `source: local` can take as well). */
+  buildDir: string;
   release: string;
   compiler: string;
   cross: boolean;
@@ -97,24 +99,26 @@ export const buildKernelSource: KernelSource = {
     });
     // Said on every resolve, not only the first: the fragment is still overruled.
     if (!built) for (const c of manifest.conflicts) log(c);
+    const recipe = buildRecipe({
+      arch: machine.arch,
+      treeDigest: tree.digest,
+      config: await readFile(join(configDir, ".config"), "utf8"),
+      compiler: tc.compiler,
+      pahole: tc.pahole,
+    });
     const resolved: BuildResolved = {
       source: "build",
       debArch,
       tree: tree.origin,
       treeDir: tree.dir,
       configDir,
+      buildDir: join(cacheRoot(), "kernel-builds", `${manifest.release}-${contentKey(recipe)}`),
       release: manifest.release,
       compiler: tc.compiler,
       cross: tc.cross,
     };
     return {
-      recipe: buildRecipe({
-        arch: machine.arch,
-        treeDigest: tree.digest,
-        config: await readFile(join(configDir, ".config"), "utf8"),
-        compiler: tc.compiler,
-        pahole: tc.pahole,
-      }),
+      recipe,
       release: manifest.release,
       version: manifest.release,
       headers: { tree: true },
@@ -127,7 +131,7 @@ export const buildKernelSource: KernelSource = {
     const spec = buildSpec(ctx);
     const r = recipe.resolved as BuildResolved;
     const tc = await toolchain(machine.arch, spec.field);
-    const buildDir = join(cacheRoot(), "kernel-builds", `${r.release}-${contentKey(recipe.recipe)}`);
+    const { buildDir } = r;
     const what = `${machine.id}: kernel ${r.release}`;
     await buildOnce(buildDir, async (out) => {
       await copyFile(join(r.configDir, ".config"), join(out, ".config"));
