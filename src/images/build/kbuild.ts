@@ -116,7 +116,7 @@ export async function configure(input: ConfigureInput): Promise<Configured> {
   const base = parseKconfig(await readFile(dotConfig, "utf8"), `${field}.config`);
   const required = requiredConfig(tc.arch);
   const merged = mergeKconfig(new Map([...base, ...enablerConfig()]), input.fragments, required);
-  const conflicts = merged.conflicts.map((c) => `${field}.fragments: ${describeConflict(c)}`);
+  const conflicts = merged.conflicts.map(describeConflict);
   for (const c of conflicts) input.log(c);
   await writeFile(dotConfig, formatKconfig(merged.config));
   await make(tree, out, tc, ["olddefconfig"], `${field}.config`);
@@ -126,6 +126,8 @@ export async function configure(input: ConfigureInput): Promise<Configured> {
     throw new UsageError(
       `${field}: the kernel config lacks what kmatrix machines need after olddefconfig: ${describeDropped(dropped)} (their dependencies are off in the config or fragments${dropped.some((d) => d.symbol === "CONFIG_DEBUG_INFO_BTF") ? "; BTF needs pahole >= 1.16 (Debian: pahole)" : ""})`,
     );
+  // kernelrelease reads include/config/auto.conf (CONFIG_LOCALVERSION), which syncconfig writes.
+  await make(tree, out, tc, ["-s", "syncconfig"], `${field}.config`);
   const release = (await make(tree, out, tc, ["-s", "kernelrelease"], `${field}.tree`))
     .trim()
     .split("\n")
