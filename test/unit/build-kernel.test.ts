@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMatrix } from "../../src/config/load.js";
-import type { KernelBuildSpec } from "../../src/config/types.js";
+import type { Arch, KernelBuildSpec } from "../../src/config/types.js";
 import { buildRecipe } from "../../src/images/build/index.js";
 import {
   droppedRequired,
@@ -94,7 +94,7 @@ describe("kernel config merging", () => {
 
 describe("the built kernel's cache key", () => {
   const recipe = {
-    arch: "x86_64" as const,
+    arch: "x86_64" as Arch,
     treeDigest: "tarball:abc",
     config: "CONFIG_BPF=y\n",
     compiler: "gcc (Debian 12.2.0-14) 12.2.0",
