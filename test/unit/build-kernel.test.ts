@@ -1,6 +1,7 @@
 import { cp, mkdir, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseMatrix } from "../../src/config/load.js";
 import type { Arch, KernelBuildSpec } from "../../src/config/types.js";
@@ -144,6 +145,25 @@ describe("the built kernel's cache key", () => {
       const two = await kernelTree(spec(b), () => {});
       expect(one.digest).toBe(two.digest);
       expect(one.dir).toBe(a);
+    });
+
+    it("is the commit's tree for a clean git work tree, wherever it is; files again once it changes", async () => {
+      const repo = `${a}-git`;
+      await cp(a, repo, { recursive: true });
+      const git = (cwd: string, ...args: string[]) =>
+        execa("git", ["-c", "user.email=k@x", "-c", "user.name=k", ...args], { cwd });
+      await git(repo, "init", "-q");
+      await git(repo, "add", ".");
+      await git(repo, "commit", "-qm", "tree");
+      const clone = `${a}-clone`;
+      await execa("git", ["clone", "-q", repo, clone]);
+      const one = await kernelTree(spec(repo), () => {});
+      expect(one.digest).toMatch(/^git-tree:[0-9a-f]{40}$/);
+      expect((await kernelTree(spec(clone), () => {})).digest).toBe(one.digest);
+      await writeFile(join(clone, "kernel/new.c"), "/* untracked */\n");
+      const dirty = `${a}-clone2`;
+      await cp(clone, dirty, { recursive: true });
+      expect((await kernelTree(spec(dirty), () => {})).digest).toMatch(/^files:/);
     });
 
     it("changes with a file's content", async () => {

@@ -5,7 +5,7 @@
  * executable bits, contents), so neither paths nor mtimes change the key. A tarball is keyed by
  * its own sha256 and unpacked once into the cache (`kernel-trees/`).
  */
-import { readdir, stat } from "node:fs/promises";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { execa } from "execa";
 import type { KernelBuildSpec } from "../../config/types.js";
@@ -52,14 +52,30 @@ async function findTree(spec: KernelBuildSpec, log: (line: string) => void): Pro
   const source = sources.get("linux");
   if (!source) throw new Error(`${field}: no tree`);
   checkTreeDir(source.dir, field, spec.tree);
-  const digest = await digestSource(source);
+  const digest = (await cleanGitTree(source.dir)) ?? `files:${await digestSource(source)}`;
   log(`kernel tree ${spec.tree}: digest in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return {
     dir: source.dir,
-    digest: `files:${digest}`,
+    digest,
     origin:
       location.kind === "git" ? `${spec.tree}${source.revision ? ` (${source.revision})` : ""}` : spec.tree,
   };
+}
+
+/**
+ * A git work tree without changes or untracked files is its commit's tree object, which git has
+ * already hashed (paths, modes, contents): a second or so instead of reading every file (15 s for
+ * a 6.1 tree). Anything else is hashed file by file.
+ */
+async function cleanGitTree(dir: string): Promise<string | undefined> {
+  const git = (args: string[]) => execa("git", args, { cwd: dir, reject: false });
+  const top = await git(["rev-parse", "--show-toplevel"]);
+  // Only the tree's own repository: a tree inside another project's work tree is hashed.
+  if (top.exitCode !== 0 || (await realpath(top.stdout.trim())) !== (await realpath(dir))) return undefined;
+  const status = await git(["status", "--porcelain", "--untracked-files=all"]);
+  if (status.exitCode !== 0 || status.stdout.trim() !== "") return undefined;
+  const tree = await git(["rev-parse", "HEAD^{tree}"]);
+  return tree.exitCode === 0 ? `git-tree:${tree.stdout.trim()}` : undefined;
 }
 
 /** A tarball's single top directory (linux-6.1/), unpacked once per content into the cache. */
