@@ -11,7 +11,7 @@
  *   target (cross-scripts.ts).
  */
 import { createHash } from "node:crypto";
-import { copyFile, readFile } from "node:fs/promises";
+import { copyFile, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Arch, KernelBuildSpec } from "../../config/types.js";
 import { buildOnce, cacheRoot, contentKey } from "../cache.js";
@@ -19,13 +19,15 @@ import { materializeBuildDir, readBuildDir, sha256File } from "../local/build-di
 import type { KernelSource, SourceContext } from "../source.js";
 import { rebuildHostProgramsForTarget } from "./cross-scripts.js";
 import { buildKernel, configure, formatSeconds, readFragments, toolchain } from "./kbuild.js";
-import { formatKconfig } from "./kconfig.js";
+import { type Conflict, describeConflict, formatKconfig } from "./kconfig.js";
 import { enablerConfig, requiredConfig } from "./required-config.js";
 import { checkTarget } from "./spec.js";
 import { kernelTree } from "./tree.js";
 
-/** Bump when configuring or materializing changes in a way the recipes do not show. */
+/** Bump when building or materializing changes in a way the recipe does not show. */
 const RECIPE_VERSION = 1;
+/** Bump when configuring or its manifest changes (the kernel's key stays while the .config does). */
+const CONFIG_VERSION = 2;
 
 interface BuildResolved {
   source: "build";
@@ -44,7 +46,8 @@ interface BuildResolved {
 interface ConfigManifest {
   kind: "kernel-config";
   release: string;
-  conflicts: string[];
+  /** By fragment index: a fragment's name (its path) is said as the matrix gives it now. */
+  conflicts: Conflict[];
   configureSeconds: number;
 }
 
@@ -63,7 +66,7 @@ export const buildKernelSource: KernelSource = {
       checkTarget(spec.config.target, tree.dir, machine.arch, `${spec.field}.config`);
     const fragments = await readFragments(spec.fragments, spec.field);
     const configRecipe = {
-      v: RECIPE_VERSION,
+      v: CONFIG_VERSION,
       arch: machine.arch,
       tree: tree.digest,
       base: "target" in spec.config ? spec.config : { file: await sha256File(spec.config.file) },
@@ -88,6 +91,7 @@ export const buildKernelSource: KernelSource = {
         log,
       });
       await copyFile(join(out, ".config"), join(tmp, ".config"));
+      await rm(out, { recursive: true, force: true }); // (kconfig's programs: the .config is what is kept)
       const seconds = (Date.now() - started) / 1000;
       log(`${machine.id}: configured ${done.release} in ${formatSeconds(seconds)}`);
       return {
@@ -98,7 +102,9 @@ export const buildKernelSource: KernelSource = {
       };
     });
     // Said on every resolve, not only the first: the fragment is still overruled.
-    if (!built) for (const c of manifest.conflicts) log(c);
+    if (!built)
+      for (const c of manifest.conflicts)
+        log(describeConflict({ ...c, fragment: fragments[Number(c.fragment)]?.name ?? c.fragment }));
     const recipe = buildRecipe({
       arch: machine.arch,
       treeDigest: tree.digest,

@@ -12,6 +12,7 @@ import { execa } from "execa";
 import type { Arch } from "../../config/types.js";
 import { UsageError } from "../../util/errors.js";
 import {
+  type Conflict,
   describeConflict,
   describeDropped,
   droppedRequired,
@@ -96,8 +97,8 @@ export interface Configured {
   config: string;
   /** `make kernelrelease` of that config. */
   release: string;
-  /** Lines saying which fragment lost which required item. */
-  conflicts: string[];
+  /** The required items fragments set otherwise (`fragment`: its index in the input's fragments). */
+  conflicts: Conflict[];
 }
 
 /**
@@ -116,8 +117,11 @@ export async function configure(input: ConfigureInput): Promise<Configured> {
   const base = parseKconfig(await readFile(dotConfig, "utf8"), `${field}.config`);
   const required = requiredConfig(tc.arch);
   const merged = mergeKconfig(new Map([...base, ...enablerConfig()]), input.fragments, required);
-  const conflicts = merged.conflicts.map(describeConflict);
-  for (const c of conflicts) input.log(c);
+  for (const c of merged.conflicts) input.log(describeConflict(c));
+  const conflicts = merged.conflicts.map((c) => ({
+    ...c,
+    fragment: String(input.fragments.findIndex((f) => f.name === c.fragment)),
+  }));
   await writeFile(dotConfig, formatKconfig(merged.config));
   await make(tree, out, tc, ["olddefconfig"], `${field}.config`);
   const config = await readFile(dotConfig, "utf8");
