@@ -64,7 +64,11 @@ CONFIG_DEBUG_INFO_BTF=y
 # CONFIG_DEBUG_INFO_SPLIT is not set
 `;
 
-/** The serial console each machine type's QEMU gives (q35: 8250 UART; arm64 virt: PL011). */
+/**
+ * The serial console each machine type's QEMU gives (q35: 8250 UART; arm64 virt: PL011); virt's
+ * PCI host bridge; and virt's clock (PL031): without an RTC an arm64 guest starts in 1970, and make
+ * in the guest warns of clock skew against the build tree (x86 reads the CMOS clock without one).
+ */
 const PER_ARCH: Record<Arch, string> = {
   x86_64: `
 CONFIG_SERIAL_8250=y
@@ -75,6 +79,9 @@ CONFIG_ACPI=y
 CONFIG_SERIAL_AMBA_PL011=y
 CONFIG_SERIAL_AMBA_PL011_CONSOLE=y
 CONFIG_PCI_HOST_GENERIC=y
+CONFIG_RTC_CLASS=y
+CONFIG_RTC_HCTOSYS=y
+CONFIG_RTC_DRV_PL031=y
 `,
 };
 
