@@ -166,6 +166,33 @@ describe("the built kernel's cache key", () => {
       expect((await kernelTree(spec(dirty), () => {})).digest).toMatch(/^files:/);
     });
 
+    it("fetches git-url@ref into the cache once, as plan sources are", async () => {
+      const repo = `${a}-origin`;
+      await cp(a, repo, { recursive: true });
+      const git = (...args: string[]) =>
+        execa("git", ["-c", "user.email=k@x", "-c", "user.name=k", ...args], { cwd: repo });
+      await git("init", "-q", "-b", "main");
+      await git("add", ".");
+      await git("commit", "-qm", "tree");
+      const cache = process.env.KMATRIX_CACHE;
+      process.env.KMATRIX_CACHE = await mkdtemp(join(tmpdir(), "kmx-cache-"));
+      try {
+        const lines: string[] = [];
+        const fetched = await kernelTree(spec(`file://${repo}@main`), (l) => lines.push(l));
+        expect(lines[0]).toBe(`fetching file://${repo} at main`);
+        expect(fetched.dir.startsWith(join(process.env.KMATRIX_CACHE, "sources"))).toBe(true);
+        expect(fetched.origin).toMatch(new RegExp(`^file://${repo}@main \\(main \\([0-9a-f]{12}\\)\\)$`));
+        // The content decides, not where it came from.
+        expect(fetched.digest).toBe((await kernelTree(spec(`${a}-git`), () => {})).digest);
+        await expect(kernelTree(spec(`file://${repo}@nope`), () => {})).rejects.toThrow(
+          /^test: machines\[0\]\.kernel\.tree: cannot fetch file:\/\/.* at nope/,
+        );
+      } finally {
+        if (cache === undefined) delete process.env.KMATRIX_CACHE;
+        else process.env.KMATRIX_CACHE = cache;
+      }
+    });
+
     it("changes with a file's content", async () => {
       const before = (await kernelTree(spec(b), () => {})).digest;
       await writeFile(join(b, "kernel/fork.c"), "/* fork, patched */\n");
