@@ -132,7 +132,9 @@ export async function configure(input: ConfigureInput): Promise<Configured> {
     );
   // kernelrelease reads include/config/auto.conf (CONFIG_LOCALVERSION), which syncconfig writes.
   await make(tree, out, tc, ["-s", "syncconfig"], `${field}.config`);
-  const release = (await make(tree, out, tc, ["-s", "kernelrelease"], `${field}.tree`))
+  const release = (
+    await make(tree, out, tc, ["-s", "--no-print-directory", "kernelrelease"], `${field}.tree`)
+  )
     .trim()
     .split("\n")
     .pop();
