@@ -31,7 +31,10 @@ await writeFile(
   ].join("\n"),
 );
 const kmatrix = (...args: string[]) =>
-  execa("node", [cli, ...args, "--config", config], { reject: false, stdio: ["ignore", "inherit", "inherit"] });
+  execa("node", [cli, ...args, "--config", config], {
+    reject: false,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
 
 let t0 = Date.now();
 const images = await kmatrix("images", "build", "built", "-a", arch);
@@ -44,7 +47,9 @@ const run = await kmatrix("run", "--plan", "example", "-m", "built", "-a", arch,
 const runSeconds = (Date.now() - t0) / 1000;
 const verdicts: string[] = [];
 for (const test of ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"]) {
-  const cell = JSON.parse(await readFile(join(out, "cells", `built@${arch}`, `${test}.json`), "utf8")) as CellRecord;
+  const cell = JSON.parse(
+    await readFile(join(out, "cells", `built@${arch}`, `${test}.json`), "utf8"),
+  ) as CellRecord;
   verdicts.push(`${test}=${cell.verdict}`);
 }
 console.log(
