@@ -23,7 +23,7 @@ interface KeyEntry {
 // `kernel: { source: build }` on a real tree: Debian's linux-source-6.1 tarball, configured from
 // tinyconfig (the smallest start; kmatrix adds what a machine and the example plan need), built
 // once (2-core host: make 6 min 40 s, root disk 57 s, example plan 56 s; the whole file 9.3 min
-// cold, about 1.5 min warm), then found again in the cache (0.6 s). Its build directory then
+// cold, 110 s warm), then found again in the cache (0.6 s). Its build directory then
 // serves `source: local`.
 describe("kernel: { source: build } (Debian's linux-source-6.1, tinyconfig)", () => {
   let source: LinuxSource;
