@@ -23,9 +23,14 @@ export async function runDoctor(): Promise<boolean> {
   for (const s of await hostToolStatus("all"))
     checks.push({
       ok: s.ok,
-      what: s.tool.scope === "tests" ? `${s.label}, for \`make test\` only` : s.label,
+      what:
+        s.tool.scope === "tests"
+          ? `${s.label}, for \`make test\` only`
+          : s.tool.scope === "kernel-build"
+            ? `${s.label}, for \`kernel: { source: build }\` only`
+            : s.label,
       fix: s.fix,
-      optional: s.tool.scope === "tests",
+      optional: s.tool.scope !== undefined,
     });
   const isRoot = process.getuid?.() === 0;
   checks.push({

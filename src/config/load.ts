@@ -2,6 +2,7 @@
 import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { checkBuildSpec } from "../images/build/spec.js";
 import { parseImageRef } from "../images/oci/reference.js";
 import { UsageError } from "../util/errors.js";
 import { parseYamlFile } from "../util/yaml-file.js";
@@ -101,7 +102,9 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
             }
           : entry.kernel.source === "oci"
             ? ociSource(entry.kernel.image, file.registries)
-            : { ...entry.kernel };
+            : entry.kernel.source === "build"
+              ? checkBuildSpec(entry.kernel, arch, baseDir, `${origin}: machines[${i}]`)
+              : { ...entry.kernel };
       const suite = entry.kernel.source === "debian" ? entry.kernel.suite : DEFAULT_ROOTFS_SUITE;
       if (entry.rootfs?.source === "oci" && entry.packages.length > 0)
         throw new UsageError(
@@ -205,7 +208,9 @@ export function describeMachines(machines: readonly Machine[]): string {
         ? `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`
         : m.kernel.source === "oci"
           ? `oci ${m.kernel.image}`
-          : `${m.kernel.source} ${m.kernel.path}`,
+          : m.kernel.source === "build"
+            ? `${m.kernel.source} ${m.kernel.tree}`
+            : `${m.kernel.source} ${m.kernel.path}`,
       m.rootfs.source === "oci" ? `oci ${m.rootfs.image}` : `${m.rootfs.source} ${m.rootfs.suite}`,
       String(m.vm.cpus),
       `${m.vm.memoryMiB} MiB`,

@@ -55,6 +55,19 @@ export const KernelSourceSchema = z.discriminatedUnion("source", [
     path: z.string().regex(/\S/, { error: "expected the path of a kernel build directory" }),
   }),
   ociSource,
+  /** A kernel tree kmatrix configures and builds (src/images/build/); load.ts checks the paths. */
+  z.strictObject({
+    source: z.literal("build"),
+    tree: z.string().regex(/\S/, { error: "expected a kernel tree: a directory, git-url@ref or a tarball" }),
+    /** A make target (`defconfig`, `tinyconfig`, `x86_64_defconfig`) or a config file. */
+    config: z
+      .string()
+      .regex(/\S/, { error: "expected a defconfig target or a config file" })
+      .default("defconfig"),
+    fragments: z
+      .array(z.string().regex(/\S/, { error: "expected the path of a config fragment" }))
+      .default([]),
+  }),
 ]);
 
 export const RootfsSourceSchema = z.discriminatedUnion("source", [

@@ -24,12 +24,29 @@ export interface VmSettings {
 export type KernelSource =
   | { source: "debian"; suite: string; flavour: string }
   | { source: "local"; path: string }
-  | OciSource;
+  | OciSource
+  | KernelBuildSpec;
 /** An OCI image (`kernel`/`rootfs: { source: oci, image }`); tlsVerify from the file's `registries:`. */
 export interface OciSource {
   source: "oci";
   image: string;
   tlsVerify: boolean;
+}
+
+/**
+ * A kernel tree kmatrix configures and builds (src/images/build/): the tree, the base config and
+ * the fragments as the matrix gave them (paths absolute), and the field messages name.
+ */
+export interface KernelBuildSpec {
+  source: "build";
+  /** An absolute directory or tarball path, or `git-url@ref`. */
+  tree: string;
+  /** A make target (`defconfig`, `tinyconfig`) or an absolute config file path. */
+  config: { target: string } | { file: string };
+  /** Absolute paths of config fragments, applied in order. */
+  fragments: string[];
+  /** `kmatrix.yaml: machines[2].kernel`, the prefix of messages about these fields. */
+  field: string;
 }
 /** The kernel image of a build directory (`kernel: { source: local }`), per architecture. */
 export const LOCAL_KERNEL_IMAGE: Record<Arch, string> = {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import type { ArchiveSettings, Machine } from "../config/types.js";
 import { ensureKeyPair } from "../guest/keys.js";
+import { buildKernelSource } from "./build/index.js";
 import { type DebianBase, resolveDebianBase } from "./busybox.js";
 import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
 import { debianKernelSource } from "./debian/index.js";
@@ -28,6 +29,7 @@ const KERNEL_SOURCES: Record<Machine["kernel"]["source"], KernelSource> = {
   debian: debianKernelSource,
   local: localKernelSource,
   oci: ociKernelSource,
+  build: buildKernelSource,
 };
 
 /** The root disk source of each `rootfs.source` of the matrix. */

@@ -12,6 +12,7 @@ import { findProgram } from "../util/find-program.js";
  * - A package entry (no `program`) is needed although kmatrix starts nothing from it directly:
  *   checked with dpkg-query.
  * - `scope: "tests"`: needed by kmatrix's own test suite only (`make test`), not to run kmatrix.
+ * - `scope: "kernel-build"`: needed for `kernel: { source: build }` only (and by the test suite).
  */
 export interface HostTool {
   /** Started by kmatrix; absent for a package needed as a whole. */
@@ -20,7 +21,7 @@ export interface HostTool {
   pkg: string;
   /** What it is for, as the doctor prints it. */
   purpose: string;
-  scope?: "tests";
+  scope?: "tests" | "kernel-build";
 }
 
 export const HOST_TOOLS: readonly HostTool[] = [
@@ -74,6 +75,31 @@ export const HOST_TOOLS: readonly HostTool[] = [
     program: "slirp4netns",
     pkg: "slirp4netns",
     purpose: "builder sandboxes' user-mode network (vm.internet)",
+  },
+  // Kernels kmatrix builds (`source: build`, src/images/build/): the kernel's own build needs.
+  { program: "make", pkg: "make", purpose: "builds kernels", scope: "kernel-build" },
+  { program: "gcc", pkg: "gcc", purpose: "compiles x86_64 kernels", scope: "kernel-build" },
+  {
+    program: "aarch64-linux-gnu-gcc",
+    pkg: "gcc-aarch64-linux-gnu",
+    purpose: "cross-compiles arm64 kernels",
+    scope: "kernel-build",
+  },
+  { program: "pahole", pkg: "pahole", purpose: "the BTF of kernels kmatrix builds", scope: "kernel-build" },
+  { program: "tar", pkg: "tar", purpose: "unpacks kernel tarballs", scope: "kernel-build" },
+  { pkg: "flex", purpose: "the kernel config parser", scope: "kernel-build" },
+  { pkg: "bison", purpose: "the kernel config parser", scope: "kernel-build" },
+  { pkg: "bc", purpose: "the kernel's build (timeconst)", scope: "kernel-build" },
+  { pkg: "libelf-dev", purpose: "objtool and resolve_btfids of built kernels", scope: "kernel-build" },
+  {
+    pkg: "libssl-dev",
+    purpose: "the kernel build's certificate tools",
+    scope: "kernel-build",
+  },
+  {
+    pkg: "libc6-dev-arm64-cross",
+    purpose: "cross-built arm64 host programs of kernel build trees",
+    scope: "kernel-build",
   },
   // Packages checked as such.
   { program: "dpkg-query", pkg: "dpkg", purpose: "checks the packages needed as a whole" },

@@ -164,7 +164,7 @@ machines:
     );
     expect(errorOf(`archive: { keyring: [a] }\n${ONE}`)).toMatch(/^kmatrix\.yaml: archive\.keyring: /);
     expect(errorOf(ONE.replace("source: debian", "source: oracle"))).toBe(
-      'kmatrix.yaml: machines[0].kernel.source: expected "debian", "local" or "oci", got "oracle"',
+      'kmatrix.yaml: machines[0].kernel.source: expected "debian", "local", "oci" or "build", got "oracle"',
     );
     expect(errorOf("machines: []\n")).toBe("kmatrix.yaml: machines: must not be empty");
     expect(errorOf("vm: {}\n")).toBe("kmatrix.yaml: machines: missing (required)");

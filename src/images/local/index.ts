@@ -4,12 +4,9 @@
  * modules.builtin and modules: a rebuilt kernel is a new entry, an unchanged one is found again.
  * The root disk gets the build tree as /lib/modules/<release>/build, not a headers package.
  */
-import { existsSync } from "node:fs";
-import { copyFile, mkdir } from "node:fs/promises";
-import { join } from "node:path";
 import { contentKey } from "../cache.js";
 import type { KernelSource } from "../source.js";
-import { type BuildDir, buildDirDigests, copyBuildTree, installModules, readBuildDir } from "./build-dir.js";
+import { type BuildDir, buildDirDigests, materializeBuildDir, readBuildDir } from "./build-dir.js";
 
 /** Bump when materialize() changes in a way the recipe does not show. */
 const RECIPE_VERSION = 1;
@@ -58,20 +55,6 @@ export const localKernelSource: KernelSource = {
     const { files } = recipe.recipe as { files: unknown };
     if (contentKey(await buildDirDigests(b)) !== contentKey(files))
       throw new Error(`${machine.id}: ${b.dir} changed while kmatrix read it (a build running?); try again`);
-    await copyFile(join(b.dir, b.image), join(into, "vmlinuz"));
-    const modulesDir = await installModules(b, into);
-    await mkdir(join(into, "boot"), { recursive: true });
-    for (const [from, to] of [
-      [".config", `config-${b.release}`],
-      ["System.map", `System.map-${b.release}`],
-    ] as const)
-      if (existsSync(join(b.dir, from))) await copyFile(join(b.dir, from), join(into, "boot", to));
-    await copyBuildTree(b.dir, machine.arch, join(into, "build"));
-    return {
-      vmlinuz: "vmlinuz",
-      modulesDir: modulesDir.slice(into.length + 1),
-      bootDir: "boot",
-      headersTree: "build",
-    };
+    return materializeBuildDir(b, machine.arch, into);
   },
 };
