@@ -123,6 +123,7 @@ export function parseMatrix(text: string, origin: string, baseDir = process.cwd(
         rootfs,
         packages: [...entry.packages],
         vm: { ...DEFAULT_VM, ...file.vm, ...entry.vm },
+        ...(entry.builderOnly && { builderOnly: true }),
       });
     }
   });
@@ -166,7 +167,8 @@ function localBuildDir(given: string, arch: Arch, baseDir: string, where: string
  * UsageError so that a typo does not silently test nothing.
  */
 export function selectMachines(matrix: Matrix, opts: { arch?: Arch; patterns?: string[] } = {}): Machine[] {
-  const pool = opts.arch ? matrix.machines.filter((m) => m.arch === opts.arch) : matrix.machines;
+  const testMachines = matrix.machines.filter((m) => !m.builderOnly);
+  const pool = opts.arch ? testMachines.filter((m) => m.arch === opts.arch) : testMachines;
   const onArch = opts.arch ? ` for ${opts.arch}` : "";
   if (pool.length === 0) throw new UsageError(`${matrix.origin}: no machines${onArch}`);
   const patterns = opts.patterns ?? [];
@@ -202,7 +204,7 @@ export function describeMachines(machines: readonly Machine[]): string {
   const rows = [
     ["NAME", "ARCH", "KERNEL", "ROOTFS", "CPUS", "MEMORY", "ACCEL"],
     ...machines.map((m) => [
-      m.name,
+      m.builderOnly ? `${m.name} (builders only)` : m.name,
       m.arch,
       m.kernel.source === "debian"
         ? `${m.kernel.source} ${m.kernel.suite} ${m.kernel.flavour}`

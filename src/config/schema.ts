@@ -86,6 +86,11 @@ export const MachineEntrySchema = z.strictObject({
   rootfs: RootfsSourceSchema.optional(),
   packages: z.array(DebianPackageSchema).default([]),
   vm: VmSchema.optional(),
+  /**
+   * Only builders run on it (see the file's `builders:`): not a row of the matrix, e.g. Falco's
+   * CentOS 7 builder image, where a runner linked against glibc 2.17 starts on every machine.
+   */
+  builderOnly: z.boolean().default(false),
 });
 
 export const MatrixFileSchema = z.strictObject({

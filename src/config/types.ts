@@ -80,6 +80,8 @@ export interface Machine {
   /** Extra Debian packages on top of the base set every image gets. */
   packages: string[];
   vm: VmSettings;
+  /** Builders only: never a test machine (selectMachines leaves it out). */
+  builderOnly?: boolean;
 }
 
 export interface Matrix {

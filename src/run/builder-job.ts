@@ -152,7 +152,9 @@ export function builderMachine(
 ): Machine | undefined {
   const find = (a: Arch | undefined) => machines.find((m) => m.name === b.machine && m.arch === a);
   const machine = (b.cross && find(host)) || find(arch);
-  return machine && { ...machine, packages: [...machine.packages, ...b.packages] };
+  // A builder's packages are Debian's: another distribution's image must bring what it needs.
+  const packages = machine?.rootfs.source === "debian" ? b.packages : [];
+  return machine && { ...machine, packages: [...machine.packages, ...packages] };
 }
 
 /**

@@ -200,6 +200,16 @@ machines:
     );
   });
 
+  it("keeps builder-only machines out of the matrix's rows, but lets builders use them", () => {
+    const m = parseMatrix(
+      `${ONE}  - { name: b, builderOnly: true, kernel: { source: debian, suite: bullseye } }\nbuilders:\n  x: { machine: b }\n`,
+      "kmatrix.yaml",
+    );
+    expect(selectMachines(m).map((x) => x.id)).toEqual(["m@x86_64", "m@aarch64"]);
+    expect(m.machines.filter((x) => x.builderOnly).map((x) => x.id)).toEqual(["b@x86_64", "b@aarch64"]);
+    expect(() => selectMachines(m, { patterns: ["b"] })).toThrow(/no machine matches "b"/);
+  });
+
   it("takes builders' machines from the file, refusing a machine it does not have", () => {
     const m = parseMatrix(`${ONE}builders:\n  scap-open: { machine: m }\n`, "kmatrix.yaml");
     expect(m.builderMachines).toEqual(new Map([["scap-open", "m"]]));

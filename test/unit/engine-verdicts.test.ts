@@ -457,7 +457,7 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
   - { name: build, command: do-build, compileIn: sandbox }
   - { name: load, command: do-load, needs: [build] }
 `;
-    const r = await run(plan, { steps: { "do-build": { delayMs: 30 }, "do-load": { delayMs: 60 } } }, [], {
+    const r = await run(plan, { steps: { "do-build": { delayMs: 200 }, "do-load": { delayMs: 1500 } } }, [], {
       matrix,
       jobs: 1,
     });
@@ -468,16 +468,15 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
           ? [`${e.machineId} ${e.step} ends`]
           : [],
     );
-    expect(order).toEqual([
-      "a@x86_64 build starts",
-      "a@x86_64 build ends",
-      "a@x86_64 load starts",
-      "b@x86_64 build starts",
-      "b@x86_64 build ends",
-      "a@x86_64 load ends",
-      "b@x86_64 load starts",
-      "b@x86_64 load ends",
-    ]);
+    const at = (what: string) => order.indexOf(what);
+    // b's compile step runs while a's VM runs its test (1.5 s; the build 0.2 s): had they shared
+    // one slot, b's build would have ended before a's test started.
+    expect(at("b@x86_64 build starts")).toBeGreaterThan(at("a@x86_64 build ends"));
+    expect(at("b@x86_64 build ends")).toBeGreaterThan(at("a@x86_64 load starts"));
+    expect(at("b@x86_64 build ends")).toBeLessThan(at("a@x86_64 load ends"));
+    expect(at("a@x86_64 load starts")).toBeLessThan(at("a@x86_64 load ends"));
+    // One VM at a time: b's test waits for a's.
+    expect(at("b@x86_64 load starts")).toBeGreaterThan(at("a@x86_64 load ends"));
   });
 
   it("a resumed machine runs its kept compile prerequisites again in the sandbox, without records", async () => {

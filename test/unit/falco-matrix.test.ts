@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { describeMachines, loadMatrix } from "../../src/config/load.js";
+import { describeMachines, loadMatrix, selectMachines } from "../../src/config/load.js";
 
 // Falco's kernel-testing matrix at images_tag v0.4.0 (ansible-playbooks/group_vars/all/vars.yml).
 const X86_64 = [
@@ -34,9 +34,29 @@ const AARCH64 = [
 
 describe("examples/falco-kernel-testing.yaml", () => {
   it("is Falco's 25 machines, each on Falco's own kernel and root-disk images of v0.4.0", async () => {
-    const m = await loadMatrix({ configPath: "examples/falco-kernel-testing.yaml" });
+    const matrix = await loadMatrix({ configPath: "examples/falco-kernel-testing.yaml" });
+    const m = { machines: selectMachines(matrix) };
     expect(m.machines.filter((x) => x.arch === "x86_64").map((x) => x.name)).toEqual(X86_64);
     expect(m.machines.filter((x) => x.arch === "aarch64").map((x) => x.name)).toEqual(AARCH64);
+    // The falco plan's builders run on Falco's builder images, which are not rows of the matrix.
+    expect(Object.fromEntries(matrix.builderMachines)).toEqual({
+      skeleton: "fedora-builder",
+      libbpf: "fedora-builder",
+      "scap-open": "centos-builder",
+    });
+    const builders = matrix.machines.filter((x) => x.builderOnly);
+    expect(builders.map((x) => x.id)).toEqual([
+      "centos-builder@x86_64",
+      "centos-builder@aarch64",
+      "fedora-builder@x86_64",
+      "fedora-builder@aarch64",
+    ]);
+    expect(builders.map((x) => (x.rootfs.source === "oci" ? x.rootfs.image : ""))).toEqual([
+      "ghcr.io/falcosecurity/kernel-testing/builder:x86_64-v0.4.0",
+      "ghcr.io/falcosecurity/kernel-testing/builder:aarch64-v0.4.0",
+      "ghcr.io/falcosecurity/kernel-testing/modernprobe-builder:x86_64-v0.4.0",
+      "ghcr.io/falcosecurity/kernel-testing/modernprobe-builder:aarch64-v0.4.0",
+    ]);
     for (const x of m.machines) {
       const [distro, kver] = [
         x.name.slice(0, x.name.lastIndexOf("-")),

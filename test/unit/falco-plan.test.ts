@@ -174,6 +174,16 @@ builders:
     expect(machineOf("skeleton")).toBe(
       (await loadPlan("falco")).builders.find((b) => b.name === "skeleton")?.machine,
     );
+    // The plan's Debian packages go only into Debian root disks: another image brings its own.
+    const skeleton = plan.builders.find((b) => b.name === "skeleton");
+    const oci = parseMatrix(
+      `machines:\n  - { name: debian-bookworm-6.1, arch: x86_64, kernel: { source: debian, suite: bookworm }, rootfs: { source: oci, image: "example.org/builder:1" } }\n`,
+      "k.yaml",
+    );
+    expect(skeleton && builderMachine(oci.machines, skeleton, "x86_64", "x86_64")?.packages).toEqual([]);
+    expect(skeleton && builderMachine(matrix.machines, skeleton, "x86_64", "x86_64")?.packages).toContain(
+      "cmake",
+    );
     const scapOpen = plan.builders.find((b) => b.name === "scap-open");
     expect(scapOpen && builderMachine(matrix.machines, scapOpen, "aarch64", "x86_64")?.id).toBe(
       "oldest@aarch64",
