@@ -476,6 +476,7 @@ export class DebianArchive {
     const mismatch = () =>
       new ArchiveVerificationError(`${url}: SHA256 does not match the signed Packages index of ${pkg.suite}`);
     let bytes = 0;
+    let tooLong = false;
     try {
       // A web ReadableStream is async-iterable in Node 20; hash while writing, one pass.
       await pipeline(
@@ -483,7 +484,11 @@ export class DebianArchive {
         async function* (chunks: AsyncIterable<Uint8Array>) {
           for await (const chunk of chunks) {
             bytes += chunk.length;
-            if (bytes > pkg.size) throw mismatch(); // longer than signed: stop before it fills the disk
+            // Longer than signed: stop before it fills the disk.
+            if (bytes > pkg.size) {
+              tooLong = true;
+              throw mismatch();
+            }
             hash.update(chunk);
             yield chunk;
           }
@@ -494,7 +499,8 @@ export class DebianArchive {
       await rename(tmp, dest);
     } catch (e) {
       await rm(tmp, { force: true });
-      if (e instanceof ArchiveVerificationError) throw e;
+      // Stopping the download can make the pipeline fail with the aborted body's error instead.
+      if (e instanceof ArchiveVerificationError || tooLong) throw mismatch();
       const msg = (e as Error).message;
       throw msg.startsWith(what) ? e : new Error(`${what}: GET ${url}: ${msg}`);
     }
