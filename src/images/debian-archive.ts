@@ -477,6 +477,7 @@ export class DebianArchive {
       new ArchiveVerificationError(`${url}: SHA256 does not match the signed Packages index of ${pkg.suite}`);
     let bytes = 0;
     let tooLong = false;
+    const out = createWriteStream(tmp);
     try {
       // A web ReadableStream is async-iterable in Node 20; hash while writing, one pass.
       await pipeline(
@@ -493,11 +494,14 @@ export class DebianArchive {
             yield chunk;
           }
         },
-        createWriteStream(tmp),
+        out,
       );
       if (bytes !== pkg.size || hash.digest("hex") !== pkg.sha256) throw mismatch();
       await rename(tmp, dest);
     } catch (e) {
+      // The file may still be opening when the download stops: removing it before the stream has
+      // closed would race its creation and leave it behind.
+      if (!out.closed) await new Promise<void>((closed) => out.once("close", () => closed()).destroy());
       await rm(tmp, { force: true });
       // Stopping the download can make the pipeline fail with the aborted body's error instead.
       if (e instanceof ArchiveVerificationError || tooLong) throw mismatch();

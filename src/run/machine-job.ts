@@ -90,10 +90,7 @@ export async function runMachine(
     lastTest = test.name;
     if (judged.outcome.verdict === "pass") passedHere.add(test.name);
     if (judged.inDoubt) await retire(test.name, judged.inDoubt);
-    const facts = stepFacts(test, ev, judged, started, {
-      boot: summary.boots,
-      ...(run.sandboxed.size > 0 && { ranIn: "vm" as const }),
-    });
+    const facts = stepFacts(test, ev, judged, started, { boot: summary.boots, ranIn: "vm" });
     return { judged, facts };
   };
 

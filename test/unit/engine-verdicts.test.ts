@@ -431,7 +431,7 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
     ] as const) {
       const r = await run(COMPILE, script, [], opts);
       expect(r.log.steps.every((s) => s.startsWith("m@x86_64#1"))).toBe(true);
-      expect(r.cells.build?.ranIn).toBeUndefined();
+      expect(r.cells.build?.ranIn).toBe("vm");
     }
   });
 
