@@ -20,6 +20,7 @@ import { execa } from "execa";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "../src/config/default.js";
 import { parseMatrix } from "../src/config/load.js";
 import type { CellRecord } from "../src/results/types.js";
+import { timedKmatrix } from "./kmatrix-process.js";
 
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 const bootBench = new URL("./boot.js", import.meta.url).pathname;
@@ -39,19 +40,10 @@ interface Measured {
   exitCode: number | undefined;
 }
 
-/** One kmatrix process: wall time, and the peak RSS of its own process. */
+/** One `kmatrix run` with its own output directory. */
 async function kmatrix(args: string[]): Promise<Measured> {
   const out = join(await mkdtemp(join(tmpdir(), "kmx-bench-compile-")), "run");
-  const t0 = Date.now();
-  const child = execa("node", [cli, "run", ...args, "--output", out], { reject: false, all: true });
-  let peakKb = 0;
-  const poll = setInterval(async () => {
-    const status = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
-    peakKb = Math.max(peakKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
-  }, 250);
-  const r = await child;
-  clearInterval(poll);
-  return { out, wallMs: Date.now() - t0, peakRssMiB: peakKb / 1024, exitCode: r.exitCode };
+  return { out, ...(await timedKmatrix(["run", ...args, "--output", out])) };
 }
 
 async function cells(out: string): Promise<CellRecord[]> {

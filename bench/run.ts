@@ -12,12 +12,11 @@
 import { mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa } from "execa";
 import type { BuilderRecord, CellRecord, RunRecord } from "../src/results/types.js";
+import { timedKmatrix } from "./kmatrix-process.js";
 
 const plan = process.env.PLAN ?? "example";
 const machines = ["debian-bookworm-6.1", "debian-bullseye-5.10"];
-const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
 
 interface Measured {
   wallMs: number;
@@ -39,18 +38,7 @@ async function measure(jobs: number): Promise<Measured> {
     "--output",
     out,
   ];
-  const t0 = Date.now();
-  const child = execa("node", [cli, ...args], { reject: false, all: true });
-  // VmHWM is the peak RSS of kmatrix's own process (GNU time would report its QEMU children's).
-  let peakKb = 0;
-  const poll = setInterval(async () => {
-    const status = await readFile(`/proc/${child.pid}/status`, "utf8").catch(() => "");
-    peakKb = Math.max(peakKb, Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0));
-  }, 250);
-  const r = await child;
-  clearInterval(poll);
-  const wallMs = Date.now() - t0;
-  const rss = peakKb;
+  const { wallMs, peakRssMiB, exitCode } = await timedKmatrix(args);
   const run = JSON.parse(await readFile(join(out, "run.json"), "utf8")) as RunRecord;
   const machineMs = new Map<string, number>();
   for (const m of run.machines) {
@@ -77,7 +65,7 @@ async function measure(jobs: number): Promise<Measured> {
   const vmMs =
     [...machineMs.values()].reduce((a, b) => a + b, 0) +
     run.builders.reduce((a, b) => a + (b.durationMs ?? 0), 0);
-  return { wallMs, peakRssMiB: rss / 1024, criticalMs, vmMs, exitCode: r.exitCode };
+  return { wallMs, peakRssMiB, criticalMs, vmMs, exitCode };
 }
 
 let planNeeds: Record<string, string[]> = {};
