@@ -8,7 +8,7 @@ SHELL := /bin/bash
 DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils passt qemu-user-static binfmt-support \
 	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
 	git mount bash bubblewrap slirp4netns gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji \
-	skopeo umoci openssh-client lz4 docker-registry \
+	skopeo umoci openssh-client lz4 docker-registry patchelf \
 	make gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross pahole tar flex bison bc libelf-dev libssl-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -15,6 +15,7 @@ import { basename, dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import * as tar from "tar";
+import { CROSS_MOUNT } from "../images/cross/toolchain.js";
 import { type ExtractResult, type Refusal, safeExtract } from "../util/safe-extract.js";
 import { startOwned } from "../vm/processes.js";
 import type { ExecOptions, ExecResult } from "./ssh.js";
@@ -64,21 +65,40 @@ export class ContainerSession {
     private readonly disk: string,
     private readonly workDir: string,
     private readonly network: boolean,
+    private readonly toolchain: string | undefined,
+    private readonly qemuCpu: string | undefined,
   ) {
     this.upper = join(workDir, "upper");
   }
 
-  static async start(opts: { disk: string; workDir: string; internet?: boolean }): Promise<ContainerSession> {
+  static async start(opts: {
+    disk: string;
+    workDir: string;
+    internet?: boolean;
+    /** A host directory mounted read-only (nosuid, nodev) at CROSS_MOUNT (images/cross). */
+    toolchain?: string;
+    /** QEMU_CPU for programs of the other architecture (qemu-user's default `max` emulates slow pointer authentication). */
+    qemuCpu?: string;
+  }): Promise<ContainerSession> {
     // Root's alone: an upper layer (owned by the sandbox uid, which every sandbox shares) is
     // reached only through its own sandbox's root.
     await mkdir(opts.workDir, { recursive: true });
     await chmod(opts.workDir, 0o700);
     for (const d of ["work", "lower"]) await mkdir(join(opts.workDir, d), { recursive: true });
-    const session = new ContainerSession(opts.disk, opts.workDir, opts.internet ?? false);
+    const session = new ContainerSession(
+      opts.disk,
+      opts.workDir,
+      opts.internet ?? false,
+      opts.toolchain,
+      opts.qemuCpu,
+    );
     // The overlay's upper layer is the sandbox's "/" (its root owns it) with a home directory
     // ($HOME=/root; the image's /root is real root's); the rest of the image stays read-only.
     await session.ownedDir(session.upper, 0o755);
     await session.ownedDir(join(session.upper, "root"), 0o700);
+    // The toolchain's mount point: a directory of the upper layer, so the mount never lands on
+    // whatever the image has at that path.
+    if (opts.toolchain) await session.ownedDir(join(session.upper, CROSS_MOUNT), 0o755);
     if (session.network) {
       // slirp4netns's DNS forwarder; real root's file, so the builder cannot change it.
       await mkdir(join(session.upper, "etc"), { recursive: true, mode: 0o755 });
@@ -158,6 +178,7 @@ export class ContainerSession {
         String(SANDBOX_UID),
         String(SANDBOX_GID),
         this.network ? "user-net" : "no-net",
+        this.toolchain ?? "-",
         ...bwrap,
         "--",
         "/bin/sh",
@@ -177,7 +198,13 @@ export class ContainerSession {
         killSignal: "SIGKILL",
         encoding: "utf8",
         extendEnv: false,
-        env: { PATH: GUEST_PATH, HOME: "/root", LANG: "C.UTF-8", TERM: "dumb" },
+        env: {
+          PATH: GUEST_PATH,
+          HOME: "/root",
+          LANG: "C.UTF-8",
+          TERM: "dumb",
+          ...(this.qemuCpu && { QEMU_CPU: this.qemuCpu }),
+        },
       },
     );
     if (opts.stdin !== undefined && typeof opts.stdin !== "string" && child.stdin)
@@ -470,7 +497,7 @@ const SETUP_FAILED = "kmatrix-sandbox: setup failed:";
 
 /**
  * bash, as root in a private mount namespace: $1 disk, $2 lower, $3 upper, $4 work, $5 uid,
- * $6 gid, $7 `user-net` or `no-net`, then bwrap's arguments. bwrap runs as the sandbox's uid,
+ * $6 gid, $7 `user-net` or `no-net`, $8 a toolchain directory or `-`, then bwrap's arguments. bwrap runs as the sandbox's uid,
  * which cannot walk down to the run directory (root's, 0700): the merged tree is mounted on /run
  * of this namespace only (the host's /run is untouched), which it can reach. With the internet,
  * a tun device that slirp4netns (as the sandbox's uid, in this namespace) may open covers
@@ -481,8 +508,10 @@ const SETUP_FAILED = "kmatrix-sandbox: setup failed:";
 const SETUP = `fail() { echo "${SETUP_FAILED} $*" >&2; exit 125; }
 mount -o loop,ro "$1" "$2" || fail "loop mount of $1"
 mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" /run || fail "overlay mount"
+[ "$8" = - ] || mount --bind "$8" "/run${CROSS_MOUNT}" || fail "toolchain mount"
+[ "$8" = - ] || mount -o remount,bind,ro,nosuid,nodev "/run${CROSS_MOUNT}" || fail "toolchain mount (read-only)"
 uid="$5" gid="$6" net="$7"
-shift 7
+shift 8
 for fd in /proc/self/fd/*; do fd="\${fd##*/}"; [ "$fd" -gt 5 ] && eval "exec $fd>&-"; done
 [ "$net" = user-net ] || exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --pdeathsig KILL -- bwrap --bind /run / "$@"
 mount -t tmpfs -o mode=0755,size=16k kmatrix-tun /dev/net || fail "tmpfs on /dev/net"

@@ -19,6 +19,12 @@ import { ociRootDiskSource } from "./oci/root-disk.js";
 import type { BuiltRootDisk, RootDiskContext, RootDiskPlan, RootDiskSource } from "./root-disk.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "./source.js";
 
+export {
+  CROSS_BIN,
+  type CrossToolchain,
+  type NoCrossToolchain,
+  prepareCrossToolchain,
+} from "./cross/toolchain.js";
 export type { KernelRecipe, KernelSource, MaterializedKernel } from "./source.js";
 
 /** Bump when a builder changes in a way its recipe does not show. */

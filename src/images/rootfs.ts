@@ -98,8 +98,7 @@ export interface KernelFiles {
 }
 
 /**
- * Builds an ext4 root disk without mounting anything: mmdebstrap fills a directory (foreign
- * architectures run their maintainer scripts through qemu-user via binfmt_misc), the kernel's
+ * Builds an ext4 root disk without mounting anything: mmdebstrap fills a directory, the kernel's
  * modules (and build tree, if it brings one) are added, and mke2fs -d turns the directory into a
  * filesystem image.
  */
@@ -115,26 +114,70 @@ export async function buildRootfs(
   await rm(tree, { recursive: true, force: true });
   const prefsFile = join(workDir, "apt-preferences");
   await writeFile(prefsFile, recipe.preferences);
-  const sources = recipe.suites.map((s) =>
+  await mmdebstrap(
+    {
+      variant: "minbase",
+      debArch: recipe.debArch,
+      packages: recipe.packages,
+      suite: recipe.suite,
+      suites: recipe.suites,
+      preferencesFile: prefsFile,
+    },
+    archive,
+    tree,
+    log,
+  );
+
+  await addKernelFiles(tree, recipe.kernelRelease, kernel);
+  const sizes = await writeExt4(tree, outImage);
+  await rm(tree, { recursive: true, force: true });
+  return sizes;
+}
+
+/** What mmdebstrap installs, and from where. */
+export interface DebootstrapSpec {
+  variant: "minbase" | "essential";
+  debArch: DebArch;
+  packages: string[];
+  suite: string;
+  /** The archive suites apt may use (`-security` ones from the security mirror). */
+  suites: string[];
+  /** An apt preferences file copied into the tree first. */
+  preferencesFile?: string;
+}
+
+/**
+ * Fills `tree` with a Debian system by mmdebstrap (foreign architectures run their maintainer
+ * scripts through qemu-user via binfmt_misc), its output passed to `log` line by line.
+ */
+export async function mmdebstrap(
+  spec: DebootstrapSpec,
+  archive: ArchiveSettings,
+  tree: string,
+  log: (line: string) => void,
+): Promise<void> {
+  const sources = spec.suites.map((s) =>
     s.endsWith("-security") ? `deb ${archive.securityMirror} ${s} main` : `deb ${archive.mirror} ${s} main`,
   );
   const mm = execa(
     "mmdebstrap",
     [
-      "--variant=minbase",
-      `--arch=${recipe.debArch}`,
-      `--include=${recipe.packages.join(",")}`,
+      `--variant=${spec.variant}`,
+      `--arch=${spec.debArch}`,
+      `--include=${spec.packages.join(",")}`,
       // Snapshot mirrors serve Release files past their Valid-Until (sid's expire within days);
       // signatures are still checked, and what got installed is recorded by the manifest.
       '--aptopt=Acquire::Check-Valid-Until "false";',
       // apt checks the same signatures as the archive client: a custom mirror's keyring too.
       ...(archive.keyring ? [`--keyring=${archive.keyring}`] : []),
       // mmdebstrap's "upload" hook copies a file in without any shell.
-      `--setup-hook=upload ${prefsFile} /etc/apt/preferences.d/kmatrix`,
+      ...(spec.preferencesFile
+        ? [`--setup-hook=upload ${spec.preferencesFile} /etc/apt/preferences.d/kmatrix`]
+        : []),
       // Docs and man pages are a third of the tree and nobody reads them in a test VM.
       "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
       "--dpkgopt=path-include=/usr/share/locale/locale.alias",
-      recipe.suite,
+      spec.suite,
       tree,
       ...sources,
     ],
@@ -144,11 +187,6 @@ export async function buildRootfs(
     for (const line of chunk.toString().split("\n")) if (line.trim()) log(line);
   });
   await mm;
-
-  await addKernelFiles(tree, recipe.kernelRelease, kernel);
-  const sizes = await writeExt4(tree, outImage);
-  await rm(tree, { recursive: true, force: true });
-  return sizes;
 }
 
 /**

@@ -107,6 +107,8 @@ export interface MachineSummary {
   boots?: number;
   /** Why each fresh boot was needed. */
   replaced?: { afterTest: string; reason: string }[];
+  /** How its compile steps ran in a sandbox of its image, when not with the image's own compilers natively. */
+  compilers?: string;
 }
 
 export interface RunRecord {

@@ -1,6 +1,6 @@
 import { join } from "node:path";
+import type { CrossToolchain } from "../images/index.js";
 import { judgeTest } from "../plan/cells.js";
-import type { TestSpec } from "../plan/schema.js";
 import type { BuilderRecord } from "../results/types.js";
 import { hostArch } from "../vm/accel.js";
 import {
@@ -45,7 +45,10 @@ export async function prepareMachine(
     return;
   }
   // The accelerator probe failing leaves every step to the machine, whose boot then says why.
-  const inSandbox = await sandboxedTests(e, run).catch(() => new Set<string>());
+  const { inSandbox, toolchain } = await sandboxedTests(e, run).catch(() => ({
+    inSandbox: new Set<string>(),
+    toolchain: undefined,
+  }));
   const steps = e.plan.tests.filter(
     (t) =>
       inSandbox.has(t.name) &&
@@ -62,6 +65,7 @@ export async function prepareMachine(
         machine,
         run.image,
         join(e.runDir, "compile", dirName(machine.id)),
+        toolchain,
       );
       const used = new Set(steps.flatMap((t) => t.uses));
       const usedOk: string[] = [];
@@ -125,29 +129,56 @@ export async function prepareMachine(
 
 /**
  * The tests this machine runs in a sandbox: compile steps (`compileIn`, or `--compile-in` for
- * them) whose mode says so, and whose prerequisites all run there too. `auto`: only when KVM does
- * not run the machine, the machine is of the host's architecture, and kmatrix is root (the
- * sandbox's mounts need it). The other architecture's compilers would run under qemu-user, which
- * measured no steady gain over the TCG VM for a Kbuild (example kmod on aarch64: 1.9x, 1.6x, 1.2x
- * faster, and 2.6x slower on sid; `npm run bench:compile`), so `auto` leaves those to the VM and
- * `sandbox` asks for it anyway.
+ * them) whose mode says so, and whose prerequisites all run there too; and, for a machine of the
+ * other architecture, the host's cross compilers that stand in for its own (images/cross).
+ * `auto`: only when KVM does not run the machine and kmatrix is root (the sandbox's mounts need
+ * it); for the other architecture only with a cross toolchain of the same compiler versions: its
+ * own compilers under qemu-user measured no steady gain over the TCG VM for a Kbuild (example kmod
+ * on aarch64: 1.9x, 1.6x, 1.2x faster, and 2.6x slower on sid; `npm run bench:compile`).
+ * `sandbox` asks for it anyway, with the machine's compilers under qemu-user if need be.
  */
-async function sandboxedTests(e: Engine, run: MachineRun): Promise<Set<string>> {
-  const modeOf = (t: TestSpec) => (t.compileIn ? (e.compileIn ?? t.compileIn) : "vm");
-  let auto: boolean | undefined;
+async function sandboxedTests(
+  e: Engine,
+  run: MachineRun,
+): Promise<{ inSandbox: Set<string>; toolchain?: CrossToolchain }> {
+  const image = run.image as NonNullable<typeof run.image>;
+  const { machine } = run;
+  const modes = new Map(
+    e.plan.tests.filter((t) => t.compileIn).map((t) => [t.name, e.compileIn ?? t.compileIn] as const),
+  );
+  const wanted = [...modes.values()];
+  if (!wanted.some((m) => m === "auto" || m === "sandbox")) return { inSandbox: new Set() };
+  const root = process.getuid?.() === 0;
+  const foreign = machine.arch !== hostArch();
+  const kvm = root && (await e.provider.hasKvm(machine, image));
+  let toolchain: CrossToolchain | undefined;
+  let noToolchain: string | undefined;
+  if (foreign && root && (wanted.includes("sandbox") || !kvm)) {
+    const found = await e.provider
+      .crossToolchain(machine, image, (line) =>
+        e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
+      )
+      .catch((err: unknown) => ({
+        unusable: `its cross toolchain could not be built: ${harnessReason(err)}`,
+      }));
+    if ("unusable" in found) noToolchain = found.unusable;
+    else toolchain = found;
+  }
+  const auto = root && !kvm && (!foreign || toolchain !== undefined);
   const inSandbox = new Set<string>();
   for (const t of e.plan.tests) {
-    let mode = modeOf(t);
-    if (mode === "auto") {
-      auto ??=
-        process.getuid?.() === 0 &&
-        run.machine.arch === hostArch() &&
-        !(await e.provider.hasKvm(run.machine, run.image as NonNullable<typeof run.image>));
-      mode = auto ? "sandbox" : "vm";
-    }
+    const mode = modes.get(t.name) === "auto" ? (auto ? "sandbox" : "vm") : (modes.get(t.name) ?? "vm");
     if (mode === "sandbox" && t.needs.every((n) => inSandbox.has(n))) inSandbox.add(t.name);
   }
-  return inSandbox;
+  const say = (line: string) => e.bus.emit({ type: "notice", machineId: machine.id, line });
+  if (toolchain && inSandbox.size > 0) {
+    run.summary.compilers = toolchain.describe;
+    say(`compile steps in a sandbox of its image; ${toolchain.describe}`);
+  } else if (noToolchain && inSandbox.size > 0) {
+    run.summary.compilers = `its own compilers under qemu-user (no cross toolchain: ${noToolchain})`;
+    say(`compile steps run its own compilers under qemu-user: no cross toolchain, as ${noToolchain}`);
+  } else if (noToolchain && wanted.includes("auto"))
+    say(`compile steps stay in its VM: no cross toolchain, as ${noToolchain}`);
+  return { inSandbox, toolchain };
 }
-
 const dirName = (machineId: string) => machineId.replace("@", "_");

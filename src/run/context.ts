@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Arch, Machine, Matrix } from "../config/types.js";
 import { BootError, GuestFault } from "../guest/session.js";
 import type { ExecOptions } from "../guest/ssh.js";
-import type { MachineImage } from "../images/index.js";
+import { CROSS_BIN, type MachineImage } from "../images/index.js";
 import type { Plan } from "../plan/load.js";
 import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord } from "../results/types.js";
@@ -135,7 +135,8 @@ export function unameShim(release: string): string {
 /**
  * The plan's command, run by the guest's shell with kmatrix's environment, from /kmatrix. In a
  * sandbox standing for a machine (`sandboxFor`: its kernel release) $KMATRIX_KERNEL and `uname -r`
- * name that machine's kernel.
+ * name that machine's kernel, and the host's cross compilers come first when it has them (a
+ * directory that does not exist otherwise).
  */
 export function guestCommand(
   command: string,
@@ -146,7 +147,7 @@ export function guestCommand(
   const vars = { KMATRIX_SRC: GUEST.src, KMATRIX_ARTIFACTS: GUEST.artifacts, KMATRIX_ARCH: arch, ...env };
   const exports = Object.entries(vars).map(([k, v]) => `${k}=${shellQuote(v)}`);
   const kernel = opts.sandboxFor
-    ? `KMATRIX_KERNEL=${shellQuote(opts.sandboxFor)} PATH=${GUEST.sandboxBin}:"$PATH"`
+    ? `KMATRIX_KERNEL=${shellQuote(opts.sandboxFor)} PATH=${GUEST.sandboxBin}:${CROSS_BIN}:"$PATH"`
     : `KMATRIX_KERNEL="$(uname -r)"`;
   const prep = opts.mkdirFirst ? `mkdir -p ${shellQuote(opts.mkdirFirst)} && ` : "";
   return `${prep}export ${exports.join(" ")} ${kernel} && cd ${GUEST.root} && ${command}`;

@@ -3,10 +3,17 @@ import { type ChangesOut, ContainerSession, type Snapshot } from "../guest/conta
 import { launchMachine } from "../guest/launch.js";
 import type { StepEvidence } from "../guest/session.js";
 import type { ExecOptions, ExecResult } from "../guest/ssh.js";
-import { type MachineImage, prepareImage } from "../images/index.js";
+import {
+  type CrossToolchain,
+  type MachineImage,
+  type NoCrossToolchain,
+  prepareCrossToolchain,
+  prepareImage,
+} from "../images/index.js";
 import type { ExtractResult } from "../util/safe-extract.js";
-import { decideAccel } from "../vm/accel.js";
+import { decideAccel, hostArch } from "../vm/accel.js";
 import { emptyWindow } from "../vm/kernel-log.js";
+import { TCG_AARCH64_CPU } from "../vm/qemu-args.js";
 
 /** Where a step's command runs: a booted machine, or a container of its image (builders only). */
 export interface StepSession {
@@ -57,8 +64,22 @@ export interface MachineProvider {
     image: MachineImage,
     req: BootRequest,
   ): Promise<{ session: BootedMachine; accel: string }>;
-  /** A sandbox of the machine's image, for builders and compile steps that do not need its kernel. */
-  container(machine: Machine, image: MachineImage, workDir: string): Promise<SandboxSession>;
+  /**
+   * A sandbox of the machine's image, for builders and compile steps that do not need its kernel;
+   * with `toolchain`, the host's cross compilers stand in for the machine's (images/cross).
+   */
+  container(
+    machine: Machine,
+    image: MachineImage,
+    workDir: string,
+    toolchain?: CrossToolchain,
+  ): Promise<SandboxSession>;
+  /** The host's cross compilers for a machine of the other architecture, or why there are none. */
+  crossToolchain(
+    machine: Machine,
+    image: MachineImage,
+    log: (line: string) => void,
+  ): Promise<CrossToolchain | NoCrossToolchain>;
   /** Whether KVM really runs this machine (builders then boot a VM: as fast as a container). */
   hasKvm(machine: Machine, image: MachineImage): Promise<boolean>;
 }
@@ -78,13 +99,22 @@ export function realMachines(archive: ArchiveSettings): MachineProvider {
       });
       return { session: launched.session, accel: launched.accel.accel };
     },
-    async container(machine, image, workDir) {
+    async container(machine, image, workDir, toolchain) {
       const session = await ContainerSession.start({
         disk: image.disk,
         workDir,
         internet: machine.vm.internet,
+        toolchain: toolchain?.dir,
+        // qemu-user's default CPU emulates pointer authentication slowly (sid's gcc: 2.5x slower
+        // than on the CPU the machine's VM gets).
+        ...(machine.arch !== hostArch() && machine.arch === "aarch64" && { qemuCpu: TCG_AARCH64_CPU }),
       });
       return withoutKernel(session);
+    },
+    crossToolchain(machine, image, log) {
+      const host = hostArch();
+      if (!host) return Promise.resolve({ unusable: `no cross toolchain for a ${process.arch} host` });
+      return prepareCrossToolchain(machine, image.disk, { archive, hostArch: host, log });
     },
     async hasKvm(machine, image) {
       const accel = await decideAccel(machine.vm.accel, machine.arch, {

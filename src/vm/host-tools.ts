@@ -38,6 +38,16 @@ export const HOST_TOOLS: readonly HostTool[] = [
   // Building images.
   { program: "mmdebstrap", pkg: "mmdebstrap", purpose: "builds root disks" },
   { program: "mke2fs", pkg: "e2fsprogs", purpose: "writes root disk images" },
+  {
+    program: "debugfs",
+    pkg: "e2fsprogs",
+    purpose: "reads a root disk's installed packages (cross toolchains)",
+  },
+  {
+    program: "patchelf",
+    pkg: "patchelf",
+    purpose: "relocates cross compilers into a sandbox of the machine's disk",
+  },
   { program: "cp", pkg: "coreutils", purpose: "copies the kernel's modules into root disks" },
   { program: "du", pkg: "coreutils", purpose: "sizes root disks" },
   { program: "depmod", pkg: "kmod", purpose: "indexes a root disk's modules" },

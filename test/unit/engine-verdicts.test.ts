@@ -415,13 +415,29 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
     expect(r.machine).toMatchObject({ boots: 0 });
   });
 
-  it("auto keeps the other architecture's compile steps in its VM (qemu-user gains nothing steady)", async () => {
+  it("auto compiles for the other architecture in a sandbox only with the host's cross compilers", async () => {
     const other = hostArch() === "x86_64" ? "aarch64" : "x86_64";
     const matrix = `machines:\n  - { name: m, arch: ${other}, kernel: { source: debian, suite: bookworm } }\n`;
+    // Its own compilers would run under qemu-user, which gains nothing steady: the VM then.
     const auto = await run(COMPILE, { steps: {} }, [], { matrix });
     expect(auto.log.steps.every((s) => s.startsWith(`m@${other}#1`))).toBe(true);
     const forced = await run(COMPILE, { steps: {} }, [], { matrix, compileIn: "sandbox" });
     expect(forced.log.steps[0]).toBe(`m@${other}#sandbox: do-configure`);
+    if (process.getuid?.() !== 0) return; // the sandbox needs root
+    expect(auto.events).toContainEqual({
+      type: "notice",
+      machineId: `m@${other}`,
+      line: "compile steps stay in its VM: no cross toolchain, as the fake host has none",
+    });
+    expect(forced.machine?.compilers).toMatch(/under qemu-user/);
+    const cross = await run(COMPILE, { steps: {}, crossToolchain: true }, [], { matrix });
+    expect(cross.log.steps.slice(0, 2)).toEqual([
+      `m@${other}#sandbox: do-configure`,
+      `m@${other}#sandbox: do-build`,
+    ]);
+    expect(cross.cells.build).toMatchObject({ verdict: "pass", ranIn: "sandbox" });
+    expect(cross.machine?.compilers).toBe("compilers run natively: fake-gcc");
+    expect(cross.log.commands[1]).toContain("PATH=/opt/kmatrix/bin:/opt/kmatrix/cross/usr/kmatrix-bin:");
   });
 
   it("auto keeps compile steps in the VM when KVM works; --compile-in vm does so without KVM", async () => {

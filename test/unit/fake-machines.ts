@@ -31,6 +31,8 @@ export interface FakeScript {
   kvm?: boolean;
   /** The sandbox cannot be entered (its mounts fail). */
   sandboxFails?: boolean;
+  /** The host has cross compilers for machines of the other architecture. */
+  crossToolchain?: boolean;
   /** The accelerator machines "boot" with (default "fake"). */
   accel?: string;
 }
@@ -126,6 +128,10 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
       return session(`${machine.id}#sandbox`);
     },
     hasKvm: async () => script.kvm ?? false,
+    crossToolchain: async () =>
+      script.crossToolchain
+        ? { dir: "/fake/toolchain", describe: "compilers run natively: fake-gcc" }
+        : { unusable: "the fake host has none" },
   };
   return { provider, log };
 }
