@@ -12,6 +12,7 @@
  *   P6  kmatrix's own peak RSS (VmHWM of its process, QEMU excluded) in those all-machine runs;
  *   and with --libs, the falco plan per machine the same two ways (FALCO_MACHINES=name@arch,…,
  *   default debian-bookworm-6.1@x86_64, since each VM-compiled machine takes several minutes).
+ * PARTS=p1,example,p5,falco picks the parts (default: all).
  */
 import { mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -19,7 +20,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { DEFAULT_MATRIX_ORIGIN, DEFAULT_MATRIX_YAML } from "../src/config/default.js";
 import { parseMatrix } from "../src/config/load.js";
-import type { CellRecord } from "../src/results/types.js";
+import type { CellRecord, RunRecord } from "../src/results/types.js";
 import { timedKmatrix } from "./kmatrix-process.js";
 
 const cli = new URL("../src/cli/main.js", import.meta.url).pathname;
@@ -31,6 +32,7 @@ const arches = (process.env.ARCHES ?? "x86_64,aarch64").split(",");
 const machines = parseMatrix(DEFAULT_MATRIX_YAML, DEFAULT_MATRIX_ORIGIN).machines.filter(
   (m) => (!names || names.includes(m.name)) && arches.includes(m.arch),
 );
+const parts = (process.env.PARTS ?? "p1,example,p5,falco").split(",");
 const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 interface Measured {
@@ -81,37 +83,47 @@ async function bothWays(plan: string[], id: string, buildStep: string): Promise<
       `${await diff(vm.out, sandbox.out)}`,
   );
   if (verdicts(cv) !== verdicts(cs)) console.log(`  vm: ${verdicts(cv)}\n  sandbox: ${verdicts(cs)}`);
+  const run = JSON.parse(await readFile(join(sandbox.out, "run.json"), "utf8")) as RunRecord;
+  const compilers = run.machines.find((m) => m.machineId === id)?.compilers;
+  if (compilers) console.log(`  sandbox: ${compilers}`);
   console.log(`  runs: ${vm.out} ${sandbox.out}`);
 }
 
 console.log(`compile benchmark: ${machines.map((m) => m.id).join(", ")} (warm cache, TCG unless KVM works)`);
-console.log("\nP1, boot-to-ready / bare boot (bench/boot.ts):");
-const boot = await execa("node", [bootBench], {
-  reject: false,
-  all: true,
-  env: { ROUNDS: process.env.ROUNDS ?? "3" },
-});
-for (const line of boot.stdout.split("\n")) console.log(`  ${line}`);
+if (parts.includes("p1")) {
+  console.log("\nP1, boot-to-ready / bare boot (bench/boot.ts):");
+  const boot = await execa("node", [bootBench], {
+    reject: false,
+    all: true,
+    env: { ROUNDS: process.env.ROUNDS ?? "3" },
+  });
+  for (const line of boot.stdout.split("\n")) console.log(`  ${line}`);
+}
 
 // Warms the builders' cache (their artifacts are keyed by their inputs, not by where tests compile).
 const everyMachine = [...new Set(machines.map((m) => m.name))].flatMap((n) => ["--machine", n]);
 const arch = arches.length === 1 ? ["--arch", arches[0] as string] : [];
-await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
+if (parts.includes("example") || parts.includes("p5"))
+  await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
 
-console.log("\nexample plan per machine, compile steps in the VM vs in a sandbox of its image (--jobs 1):");
-for (const m of machines) await bothWays(["--plan", "example"], m.id, "kmod_build");
+if (parts.includes("example")) {
+  console.log("\nexample plan per machine, compile steps in the VM vs in a sandbox of its image (--jobs 1):");
+  for (const m of machines) await bothWays(["--plan", "example"], m.id, "kmod_build");
+}
 
-console.log(`\nP5/P6, the example plan on all ${machines.length} machines at once (--compile-in auto):`);
-const one = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "1"]);
-const two = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
-console.log(
-  `  --jobs 1: ${s(one.wallMs)}; --jobs 2: ${s(two.wallMs)}; speed-up ${(one.wallMs / two.wallMs).toFixed(2)}; ${await diff(one.out, two.out)}`,
-);
-console.log(
-  `  peak RSS of kmatrix: ${two.peakRssMiB.toFixed(0)} MiB (--jobs 2), ${one.peakRssMiB.toFixed(0)} MiB (--jobs 1)`,
-);
+if (parts.includes("p5")) {
+  console.log(`\nP5/P6, the example plan on all ${machines.length} machines at once (--compile-in auto):`);
+  const one = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "1"]);
+  const two = await kmatrix(["--plan", "example", ...everyMachine, ...arch, "--jobs", "2"]);
+  console.log(
+    `  --jobs 1: ${s(one.wallMs)}; --jobs 2: ${s(two.wallMs)}; speed-up ${(one.wallMs / two.wallMs).toFixed(2)}; ${await diff(one.out, two.out)}`,
+  );
+  console.log(
+    `  peak RSS of kmatrix: ${two.peakRssMiB.toFixed(0)} MiB (--jobs 2), ${one.peakRssMiB.toFixed(0)} MiB (--jobs 1)`,
+  );
+}
 
-if (libs) {
+if (libs && parts.includes("falco")) {
   const falco = ["--plan", "falco", "--libs", libs];
   const ids = (process.env.FALCO_MACHINES ?? "debian-bookworm-6.1@x86_64").split(",");
   for (const id of ids) {
