@@ -18,10 +18,11 @@ import type { SandboxSession } from "./machines.js";
 
 /**
  * A test machine's first phase: its image, then its compile steps (tests with `compileIn`) in a
- * sandbox of that image, natively or through qemu-user, before the machine boots. A compile step
- * needs the machine's compilers and headers, not its CPU: the example kmod's Kbuild takes 30–40 s
- * in a TCG VM and 1.4–1.9 s in a sandbox on x86_64; aarch64's compilers run under qemu-user there,
- * which gains less (52 → 27 s; `npm run bench:compile`). What the
+ * sandbox of that image, before the machine boots. A compile step needs the machine's compilers
+ * and headers, not its CPU: the example kmod's Kbuild takes 30–40 s in a TCG VM and 1.4–1.9 s in a
+ * sandbox on x86_64; a machine of the other architecture gets the host's cross compilers of its
+ * suite (images/cross), its other programs running under qemu-user (bookworm aarch64: 52 → 7 s;
+ * `npm run bench:compile`). What the
  * steps write under /kmatrix is kept on the host (`run.carried`) and copied into every boot of the
  * machine, so the tests that load the results find them where they were built.
  *
