@@ -7,8 +7,8 @@
 import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
 import type { Arch, KernelBuildSpec } from "../../config/types.js";
-import { parseSource } from "../../plan/load.js";
 import { UsageError } from "../../util/errors.js";
+import { parseSource } from "../../util/sources.js";
 
 /** The kernel's `SRCARCH` (its directory under arch/) and `ARCH` for make. */
 export const KERNEL_ARCH: Record<Arch, { srcarch: string; make: string }> = {
@@ -27,7 +27,7 @@ export type TreeLocation =
   | { kind: "git"; url: string; ref: string }
   | { kind: "tarball"; path: string };
 
-/** `git-url@ref` as plan sources spell it (plan/load.ts: parseSource), a tarball, or a directory. */
+/** `git-url@ref` as plan sources spell it (util/sources.ts: parseSource), a tarball, or a directory. */
 export function treeLocation(tree: string, baseDir: string): TreeLocation {
   const location = parseSource(tree, baseDir);
   if (location.kind === "git") return location;
