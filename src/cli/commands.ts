@@ -1,6 +1,7 @@
 import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
+import { removeStaleTemps } from "../images/cache.js";
 import { MARKDOWN_STYLES, type MarkdownStyle } from "../report/index.js";
 import { parseShard } from "../run/shard.js";
 import { UsageError } from "../util/errors.js";
@@ -229,8 +230,11 @@ export function registerCommands(program: Command): void {
     .description("stop QEMU processes and remove scratch files left by a killed kmatrix")
     .action(async () => {
       const report = await cleanStaleRuns();
+      const temps = await removeStaleTemps();
+      for (const { path, reason } of temps.left) console.log(`left ${path}: ${reason}`);
       console.log(
-        `removed ${report.removedDirs.length} stale run director${report.removedDirs.length === 1 ? "y" : "ies"}, killed ${report.killedPids.length} QEMU process(es)`,
+        `removed ${report.removedDirs.length} stale run director${report.removedDirs.length === 1 ? "y" : "ies"} and ${temps.removed.length} unfinished cache entr${temps.removed.length === 1 ? "y" : "ies"}, killed ${report.killedPids.length} QEMU process(es)`,
       );
+      if (temps.left.length) process.exitCode = 1;
     });
 }

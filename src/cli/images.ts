@@ -1,7 +1,7 @@
-import { readdir, rm, stat } from "node:fs/promises";
+import { lstat, readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Machine, Matrix } from "../config/types.js";
-import { cacheRoot, readManifest } from "../images/cache.js";
+import { cacheRoot, isStaleTemp, readManifest, removeEntry, tempOwner } from "../images/cache.js";
 import { planImage, prepareImage } from "../images/index.js";
 import { progress } from "./log.js";
 
@@ -64,6 +64,8 @@ async function entries(): Promise<CacheEntry[]> {
     const base = join(cacheRoot(), kind);
     for (const name of await readdir(base).catch(() => [] as string[])) {
       if (name.endsWith(".lock")) continue;
+      // Another kmatrix's build in progress.
+      if (tempOwner(name) !== undefined && !isStaleTemp(name)) continue;
       const dir = join(base, name);
       out.push({ kind, dir, manifest: await readManifest<Record<string, unknown>>(dir) });
     }
@@ -116,33 +118,44 @@ export async function pruneImages(
   let freed = 0;
   for (const e of await entries()) {
     if (keep.has(e.dir) && e.manifest) continue;
-    const bytes = await du(e.dir);
-    freed += bytes;
-    console.log(
-      `${flags.dryRun ? "would remove" : "removing"} ${e.dir} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
-    );
-    if (!flags.dryRun) await rm(e.dir, { recursive: true, force: true });
+    freed += await removeReported(e.dir, flags.dryRun);
   }
   const oci = join(cacheRoot(), "oci");
   for (const name of await readdir(oci).catch(() => [] as string[])) {
     // resolved/ and kernel-facts/ are small and keep cached digests resolvable offline.
     const m = /-([0-9a-f]{16})$/.exec(name);
     if (!m?.[1] || digests.has(m[1])) continue;
-    const bytes = await du(join(oci, name));
-    freed += bytes;
-    console.log(
-      `${flags.dryRun ? "would remove" : "removing"} ${join(oci, name)} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
-    );
-    if (!flags.dryRun) await rm(join(oci, name), { recursive: true, force: true });
+    if (tempOwner(name) !== undefined && !isStaleTemp(name)) continue;
+    freed += await removeReported(join(oci, name), flags.dryRun);
   }
   console.log(`${flags.dryRun ? "would free" : "freed"} ${(freed / 1024 ** 2).toFixed(0)} MiB`);
 }
 
+/** Removes an entry (never across a mount point: cache.ts), saying so; returns the bytes it freed. */
+async function removeReported(path: string, dryRun: boolean | undefined): Promise<number> {
+  const bytes = await du(path);
+  console.log(`${dryRun ? "would remove" : "removing"} ${path} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`);
+  if (dryRun) return bytes;
+  const left = await removeEntry(path);
+  if (!left) return bytes;
+  console.log(`left ${path}: ${left}`);
+  return 0;
+}
+
+/** Bytes of the files below `dir` on its own filesystem (a stale entry can still have proc mounted). */
 async function du(dir: string): Promise<number> {
+  const top = await lstat(dir).catch(() => undefined);
+  if (!top) return 0;
+  if (!top.isDirectory()) return top.blocks * 512;
   let total = 0;
-  for (const f of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
-    const s = await stat(join(dir, f)).catch(() => undefined);
-    if (s?.isFile()) total += s.blocks * 512;
-  }
+  const walk = async (d: string): Promise<void> => {
+    for (const name of await readdir(d).catch(() => [] as string[])) {
+      const s = await lstat(join(d, name)).catch(() => undefined);
+      if (!s || s.dev !== top.dev) continue;
+      if (s.isDirectory()) await walk(join(d, name));
+      else if (s.isFile()) total += s.blocks * 512;
+    }
+  };
+  await walk(dir);
   return total;
 }

@@ -38,6 +38,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
   // Building images.
   { program: "mmdebstrap", pkg: "mmdebstrap", purpose: "builds root disks" },
   { program: "mke2fs", pkg: "e2fsprogs", purpose: "writes root disk images" },
+  { program: "umount", pkg: "mount", purpose: "unmounts what a killed root disk build left in the cache" },
   { program: "cp", pkg: "coreutils", purpose: "copies the kernel's modules into root disks" },
   { program: "du", pkg: "coreutils", purpose: "sizes root disks" },
   { program: "depmod", pkg: "kmod", purpose: "indexes a root disk's modules" },
