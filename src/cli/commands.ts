@@ -108,8 +108,9 @@ export function registerCommands(program: Command): void {
     .addOption(configOption())
     .option("--dry-run", "only say what would be removed")
     .action(async (flags: { config?: string; dryRun?: boolean }) => {
-      const { matrix, machines } = await selected(flags);
-      await pruneImages(matrix, machines, flags);
+      const { matrix } = await selected(flags);
+      // Every machine's images are in use, builder-only ones' too (selectMachines leaves those out).
+      await pruneImages(matrix, matrix.machines, flags);
     });
 
   program
