@@ -1,6 +1,7 @@
 import { type Command, Option } from "commander";
 import { describeMachines, loadMatrix, selectMachines } from "../config/load.js";
 import { ARCHES, type Arch, type Matrix } from "../config/types.js";
+import { removeStaleTemps } from "../images/cache.js";
 import { MARKDOWN_STYLES, type MarkdownStyle } from "../report/index.js";
 import { parseShard } from "../run/shard.js";
 import { UsageError } from "../util/errors.js";
@@ -107,8 +108,9 @@ export function registerCommands(program: Command): void {
     .addOption(configOption())
     .option("--dry-run", "only say what would be removed")
     .action(async (flags: { config?: string; dryRun?: boolean }) => {
-      const { matrix, machines } = await selected(flags);
-      await pruneImages(matrix, machines, flags);
+      const { matrix } = await selected(flags);
+      // Every machine's images are in use, builder-only ones' too (selectMachines leaves those out).
+      await pruneImages(matrix, matrix.machines, flags);
     });
 
   program
@@ -229,8 +231,11 @@ export function registerCommands(program: Command): void {
     .description("stop QEMU processes and remove scratch files left by a killed kmatrix")
     .action(async () => {
       const report = await cleanStaleRuns();
+      const temps = await removeStaleTemps();
+      for (const { path, reason } of temps.left) console.log(`left ${path}: ${reason}`);
       console.log(
-        `removed ${report.removedDirs.length} stale run director${report.removedDirs.length === 1 ? "y" : "ies"}, killed ${report.killedPids.length} QEMU process(es)`,
+        `removed ${report.removedDirs.length} stale run director${report.removedDirs.length === 1 ? "y" : "ies"} and ${temps.removed.length} unfinished cache entr${temps.removed.length === 1 ? "y" : "ies"}, killed ${report.killedPids.length} QEMU process(es)`,
       );
+      if (temps.left.length) process.exitCode = 1;
     });
 }

@@ -1,8 +1,18 @@
-import { readdir, rm, stat } from "node:fs/promises";
+import { lstat, readdir, realpath } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Machine, Matrix } from "../config/types.js";
-import { cacheRoot, readManifest } from "../images/cache.js";
-import { planImage, prepareImage } from "../images/index.js";
+import { buildKernelEntries } from "../images/build/index.js";
+import {
+  cacheRoot,
+  ENTRY_FOLDERS,
+  isStaleTemp,
+  readManifest,
+  removeEntry,
+  tempOwner,
+} from "../images/cache.js";
+import { type ImagePlan, planImage, prepareImage } from "../images/index.js";
+import { ociKernelEntries } from "../images/oci/kernel.js";
+import { ociRootDiskEntries } from "../images/oci/root-disk.js";
 import { progress } from "./log.js";
 
 const KINDS = ["kernels", "boot", "rootfs"] as const;
@@ -96,53 +106,105 @@ export async function listImages(flags: { json?: boolean }): Promise<void> {
   if (all.length === 0) console.log(`no images in ${cacheRoot()}`);
 }
 
-/** Removes entries the selected machines do not use (resolving them needs no build) and broken leftovers. */
+/**
+ * `kmatrix images prune`: removes the cache entries no machine of the matrix uses (planning them
+ * names them all), broken ones (no manifest) and temporaries of processes that are gone. The
+ * machines' entries are those `entriesOf` lists, in every folder of entries (cache.ts).
+ */
 export async function pruneImages(
   matrix: Matrix,
   machines: Machine[],
   flags: { dryRun?: boolean },
 ): Promise<void> {
-  const keep = new Set<string>();
-  // OCI pulls are named by their digest's first 16 hex digits (images/oci/registry.ts).
-  const digests = new Set<string>();
-  for (const machine of machines) {
-    const plan = await planImage(machine, { archive: matrix.archive, log: progress });
-    for (const part of [plan.kernel, plan.boot, plan.rootfs]) keep.add(part.dir);
-    for (const recipe of [plan.kernel.recipe, plan.rootfs.recipe]) {
-      const digest = (recipe as { source?: string; digest?: string }).digest;
-      if (digest?.startsWith("sha256:")) digests.add(digest.slice(7, 23));
-    }
-  }
+  const used: string[] = [];
+  for (const machine of machines)
+    used.push(...entriesOf(await planImage(machine, { archive: matrix.archive, log: progress })));
+  await pruneCache(cacheRoot(), used, flags);
+}
+
+/**
+ * Every cache entry (or a path inside one) a machine's image comes from: its kernel, boot and
+ * root disk entries, and what its sources keep besides (an OCI image's resolution, kernel facts
+ * and pulled layout; a built kernel's config, build directory and unpacked tree; the build
+ * directory a local kernel may be).
+ */
+export function entriesOf(
+  plan: Pick<ImagePlan, "machine" | "resolved" | "kernel" | "boot" | "rootfs">,
+): string[] {
+  const { machine } = plan;
+  const used = [plan.kernel.dir, plan.boot.dir, plan.rootfs.dir];
+  if (machine.kernel.source === "local") used.push(machine.kernel.path);
+  if (machine.kernel.source === "oci") used.push(...ociKernelEntries(plan.resolved, machine.arch));
+  if (machine.kernel.source === "build") used.push(...buildKernelEntries(plan.resolved));
+  used.push(...ociRootDiskEntries(plan.rootfs.plan, machine));
+  return used;
+}
+
+/**
+ * Removes from the cache at `root` every entry that is not `used` (or holding a used path), every
+ * directory entry without a manifest, and every temporary one whose process is gone; says each
+ * (`removing <path> (<n> MiB)`) and the total.
+ */
+export async function pruneCache(root: string, used: string[], flags: { dryRun?: boolean }): Promise<void> {
+  const real = (p: string) => realpath(p).catch(() => p);
+  const inUse = await Promise.all(used.map(real));
+  const isUsed = (entry: string) => inUse.some((p) => p === entry || p.startsWith(`${entry}/`));
   let freed = 0;
-  for (const e of await entries()) {
-    if (keep.has(e.dir) && e.manifest) continue;
-    const bytes = await du(e.dir);
-    freed += bytes;
-    console.log(
-      `${flags.dryRun ? "would remove" : "removing"} ${e.dir} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
-    );
-    if (!flags.dryRun) await rm(e.dir, { recursive: true, force: true });
-  }
-  const oci = join(cacheRoot(), "oci");
-  for (const name of await readdir(oci).catch(() => [] as string[])) {
-    // resolved/ and kernel-facts/ are small and keep cached digests resolvable offline.
-    const m = /-([0-9a-f]{16})$/.exec(name);
-    if (!m?.[1] || digests.has(m[1])) continue;
-    const bytes = await du(join(oci, name));
-    freed += bytes;
-    console.log(
-      `${flags.dryRun ? "would remove" : "removing"} ${join(oci, name)} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`,
-    );
-    if (!flags.dryRun) await rm(join(oci, name), { recursive: true, force: true });
+  for (const folder of ENTRY_FOLDERS) {
+    const base = await real(join(root, folder));
+    for (const name of (await readdir(base).catch(() => [] as string[])).sort()) {
+      const path = join(base, name);
+      // Another kmatrix's build in progress, or what a killed one left.
+      if (tempOwner(name) !== undefined) {
+        if (isStaleTemp(name)) freed += await removeReported(path, flags.dryRun);
+        continue;
+      }
+      const kind = entryKind(folder, name);
+      if (!kind || (isUsed(path) && (kind === "file" || (await readManifest(path))))) continue;
+      freed += await removeReported(path, flags.dryRun);
+    }
   }
   console.log(`${flags.dryRun ? "would free" : "freed"} ${(freed / 1024 ** 2).toFixed(0)} MiB`);
 }
 
+/**
+ * What a name in an entry folder is: an entry directory (built by buildOnce, with a manifest), an
+ * entry file (oci/resolved/, oci/kernel-facts/: written whole and renamed), or something prune
+ * leaves alone (locks; in oci/, the folders of files and anything not named like a pulled layout).
+ */
+function entryKind(folder: (typeof ENTRY_FOLDERS)[number], name: string): "dir" | "file" | undefined {
+  if (name.endsWith(".lock")) return undefined;
+  if (folder === "oci/resolved" || folder === "oci/kernel-facts")
+    return name.endsWith(".json") ? "file" : undefined;
+  if (folder === "oci") return /-[0-9a-f]{16}$/.test(name) ? "dir" : undefined;
+  return "dir";
+}
+
+/** Removes an entry (never across a mount point: cache.ts), saying so; returns the bytes it freed. */
+async function removeReported(path: string, dryRun: boolean | undefined): Promise<number> {
+  const bytes = await du(path);
+  console.log(`${dryRun ? "would remove" : "removing"} ${path} (${(bytes / 1024 ** 2).toFixed(0)} MiB)`);
+  if (dryRun) return bytes;
+  const left = await removeEntry(path);
+  if (!left) return bytes;
+  console.log(`left ${path}: ${left}`);
+  return 0;
+}
+
+/** Bytes of the files below `dir` on its own filesystem (a stale entry can still have proc mounted). */
 async function du(dir: string): Promise<number> {
+  const top = await lstat(dir).catch(() => undefined);
+  if (!top) return 0;
+  if (!top.isDirectory()) return top.blocks * 512;
   let total = 0;
-  for (const f of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
-    const s = await stat(join(dir, f)).catch(() => undefined);
-    if (s?.isFile()) total += s.blocks * 512;
-  }
+  const walk = async (d: string): Promise<void> => {
+    for (const name of await readdir(d).catch(() => [] as string[])) {
+      const s = await lstat(join(d, name)).catch(() => undefined);
+      if (!s || s.dev !== top.dev) continue;
+      if (s.isDirectory()) await walk(join(d, name));
+      else if (s.isFile()) total += s.blocks * 512;
+    }
+  };
+  await walk(dir);
   return total;
 }

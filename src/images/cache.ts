@@ -1,31 +1,29 @@
-import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import lockfile from "proper-lockfile";
+import { cacheRoot } from "../util/cache-dir.js";
+import { unmountBelow } from "../util/mounts.js";
 
-/** `$XDG_CACHE_HOME/kmatrix` (or `~/.cache/kmatrix`); `KMATRIX_CACHE` overrides it (tests, CI). */
-export function cacheRoot(): string {
-  if (process.env.KMATRIX_CACHE) return process.env.KMATRIX_CACHE;
-  const xdg = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
-  return join(xdg, "kmatrix");
-}
-
-/** A stable digest of a recipe: the same recipe always gives the same key, any change a new one. */
-export function contentKey(recipe: unknown): string {
-  return createHash("sha256").update(stableJson(recipe)).digest("hex").slice(0, 16);
-}
-
-function stableJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(stableJson).join(",")}]`;
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
+// (Defined in util/ because plan sources live in the cache too; images/ is their door.)
+export { cacheRoot, contentKey } from "../util/cache-dir.js";
 
 export const MANIFEST = "manifest.json";
+
+/**
+ * The cache's folders of entries (buildOnce directories, or small files written under a temporary
+ * name and renamed), relative to the cache root: where temporary entries can be left behind.
+ */
+export const ENTRY_FOLDERS = [
+  "kernels",
+  "boot",
+  "rootfs",
+  "kernel-builds",
+  "kernel-configs",
+  "kernel-trees",
+  "oci",
+  "oci/resolved",
+  "oci/kernel-facts",
+] as const;
 
 /**
  * Returns the manifest of the cache entry at `dir`, building it first if it is missing.
@@ -52,16 +50,19 @@ export async function buildOnce<M extends object>(
     const raced = await readManifest<M>(dir);
     if (raced) return { manifest: raced, built: false };
     const tmp = `${dir}.tmp-${process.pid}`;
-    await rm(tmp, { recursive: true, force: true });
+    await removeOrThrow(tmp);
     await mkdir(tmp, { recursive: true });
     try {
       const manifest = await build(tmp);
       await writeFile(join(tmp, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
-      await rm(dir, { recursive: true, force: true });
+      await removeOrThrow(dir);
       await rename(tmp, dir);
       return { manifest, built: true };
     } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
+      // What the failed build left mounted (mmdebstrap's proc, sys…) is unmounted first; what
+      // will not unmount stays, named, for `kmatrix clean`.
+      const left = await removeEntry(tmp).catch((e: Error) => e.message);
+      if (left) process.stderr.write(`kmatrix: left ${tmp}: ${left}\n`);
       throw err;
     }
   } finally {
@@ -75,4 +76,62 @@ export async function readManifest<M>(dir: string): Promise<M | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Deletes a cache entry (or a temporary one) without ever deleting across a mount point: whatever
+ * is mounted at or below it is unmounted first (util/mounts.ts). Returns why the entry was left
+ * (one line), or undefined once it is gone.
+ */
+export async function removeEntry(path: string): Promise<string | undefined> {
+  const mounted = await unmountBelow(path);
+  if (mounted) return mounted;
+  await rm(path, { recursive: true, force: true });
+  return undefined;
+}
+
+async function removeOrThrow(path: string): Promise<void> {
+  const left = await removeEntry(path);
+  if (left) throw new Error(`${path}: cannot remove it: ${left}`);
+}
+
+/**
+ * The kmatrix process a temporary entry belongs to: `<entry>.tmp-<pid>` (buildOnce and renamed
+ * files) or `unpack-<pid>-<digest>` (oci/kernel.ts unpacking an image to learn its kernel).
+ */
+export function tempOwner(name: string): number | undefined {
+  const m = /\.tmp-(\d+)$/.exec(name) ?? /^unpack-(\d+)-[0-9a-f]{16}$/.exec(name);
+  return m?.[1] ? Number(m[1]) : undefined;
+}
+
+/** A temporary entry whose process is gone (a reused pid keeps it: better late than under a build). */
+export function isStaleTemp(name: string): boolean {
+  const pid = tempOwner(name);
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+export interface StaleTempReport {
+  removed: string[];
+  /** Entries left in place, with why (something below them would not unmount). */
+  left: { path: string; reason: string }[];
+}
+
+/** Removes the temporary entries that killed kmatrix processes left in the cache (`kmatrix clean`). */
+export async function removeStaleTemps(root = cacheRoot()): Promise<StaleTempReport> {
+  const report: StaleTempReport = { removed: [], left: [] };
+  for (const folder of ENTRY_FOLDERS)
+    for (const name of await readdir(join(root, folder)).catch(() => [] as string[])) {
+      if (!isStaleTemp(name)) continue;
+      const path = join(root, folder, name);
+      const reason = await removeEntry(path);
+      if (reason) report.left.push({ path, reason });
+      else report.removed.push(path);
+    }
+  return report;
 }

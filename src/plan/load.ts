@@ -1,20 +1,15 @@
 import { readFile } from "node:fs/promises";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { UsageError } from "../util/errors.js";
 import { PACKAGE_ROOT } from "../util/package-root.js";
+import { parseSource, type SourceRef } from "../util/sources.js";
 import { parseYamlFile } from "../util/yaml-file.js";
 import { type BuilderSpec, type PlanFile, PlanFileSchema, type TestSpec } from "./schema.js";
 
 /** Plans shipped with kmatrix, selectable by name (`--plan example`). */
 export const BUILTIN_PLANS_DIR = join(PACKAGE_ROOT, "plans");
 
-export type SourceLocation = { kind: "dir"; path: string } | { kind: "git"; url: string; ref: string };
-
-export interface SourceRef {
-  name: string;
-  /** A local directory, a git URL with a ref, or (until bindSources) one the user must give. */
-  location: SourceLocation | { kind: "given"; help: string };
-}
+export type { SourceLocation, SourceRef } from "../util/sources.js";
 
 /** A source location the user gave: the spec and the directory a relative path is relative to. */
 export interface GivenLocation {
@@ -133,13 +128,6 @@ export function applySettings(plan: Plan, settings: Record<string, string>): Pla
         `--set ${name}: plan ${plan.name} has no variable ${name} (its variables: ${Object.keys(plan.env).join(", ") || "none"})`,
       );
   return { ...plan, env: { ...plan.env, ...settings } };
-}
-
-/** `https://host/repo.git@v1.2` (or any `scheme://…@ref`, `git@host:repo@ref`) → git; anything else a directory. */
-export function parseSource(spec: string, baseDir: string): SourceRef["location"] {
-  const git = /^((?:[a-z+]+:\/\/|git@)[^@\s]+(?:@[^@\s:]+:[^@\s]+)?)@([^@\s]+)$/.exec(spec);
-  if (git?.[1] && git[2]) return { kind: "git", url: git[1], ref: git[2] };
-  return { kind: "dir", path: isAbsolute(spec) ? spec : resolve(baseDir, spec) };
 }
 
 function unique(names: string[], field: string, fail: (m: string) => never): void {

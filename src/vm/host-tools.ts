@@ -48,6 +48,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
     pkg: "patchelf",
     purpose: "relocates cross compilers into a sandbox of the machine's disk",
   },
+  { program: "umount", pkg: "mount", purpose: "unmounts what a killed root disk build left in the cache" },
   { program: "cp", pkg: "coreutils", purpose: "copies the kernel's modules into root disks" },
   { program: "du", pkg: "coreutils", purpose: "sizes root disks" },
   { program: "depmod", pkg: "kmod", purpose: "indexes a root disk's modules" },

@@ -288,6 +288,55 @@ describe("kernel: { source: build } in the matrix file", () => {
     fails("{ source: build }", "machines[1].kernel.tree");
   });
 
+  it("names the field of a git tree or fragment that cannot be planned, before any fetch or build", async () => {
+    const url = "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git";
+    fails(
+      `{ source: build, tree: "${url}" }`,
+      `kmatrix.yaml: machines[1].kernel.tree: ${url}: a git URL needs a ref: git-url@ref (a branch, tag or commit)`,
+    );
+    fails(`{ source: build, tree: "${url}@" }`, `machines[1].kernel.tree: ${url}@: a git URL needs a ref`);
+    fails(
+      '{ source: build, tree: "git@github.com:torvalds/linux.git" }',
+      "machines[1].kernel.tree: git@github.com:torvalds/linux.git: a git URL needs a ref",
+    );
+    fails(
+      `{ source: build, tree: "${url}@v6.1..v6.2" }`,
+      `machines[1].kernel.tree: ${url}@v6.1..v6.2: "v6.1..v6.2" is not a git ref name (has ..)`,
+    );
+    fails(
+      `{ source: build, tree: "${url}@main:refs/heads/x" }`,
+      `machines[1].kernel.tree: ${url}@main:refs/heads/x: "main:refs/heads/x" is not a git ref name`,
+    );
+    fails(`{ source: build, tree: "${url}@-q" }`, "is not a git ref name (starts with -)");
+    fails(
+      "{ source: build, tree: 'file:///nonexistent/linux@main' }",
+      "machines[1].kernel.tree: file:///nonexistent/linux@main: no such repository /nonexistent/linux",
+    );
+    // Tags, branches with slashes and commit ids are refs; a file:// repository that exists is taken.
+    for (const ref of [
+      "v6.1.100",
+      "linux-6.1.y",
+      "stable/linux-6.1.y",
+      "0123456789abcdef0123456789abcdef01234567",
+    ])
+      expect(parse(`{ source: build, tree: "${url}@${ref}" }`).machines[1]?.kernel).toMatchObject({
+        tree: `${url}@${ref}`,
+      });
+    expect(parse(`{ source: build, tree: "file://${dir}/linux@main" }`).machines[1]?.kernel).toMatchObject({
+      tree: `file://${dir}/linux@main`,
+    });
+
+    await writeFile(join(dir, "bad.config"), "CONFIG_BPF=y\nBPF_JIT=y\n");
+    try {
+      fails(
+        "{ source: build, tree: linux, fragments: [frag.config, bad.config] }",
+        "kmatrix.yaml: machines[1].kernel.fragments[1]:2: not a kernel config line: BPF_JIT=y",
+      );
+    } finally {
+      await rm(join(dir, "bad.config"));
+    }
+  });
+
   it("refuses a tree configured in place (kbuild cannot build it out of tree)", async () => {
     await writeFile(join(dir, "linux/.config"), "CONFIG_X=y\n");
     try {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { commandOutcome, kernelVersion, prerequisiteOutcome, staticSkip } from "../../src/plan/cells.js";
-import { loadPlan, parsePlan, parseSource } from "../../src/plan/load.js";
+import { loadPlan, parsePlan } from "../../src/plan/load.js";
 import { TestSchema } from "../../src/plan/schema.js";
+import { parseSource } from "../../src/util/sources.js";
 
 const test = (over: object) => TestSchema.parse({ name: "t", command: "true", ...over });
 const result = (exitCode: number | undefined, extra: object = {}) => ({

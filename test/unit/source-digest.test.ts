@@ -2,7 +2,7 @@ import { chmod, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { digestSource } from "../../src/plan/source-digest.js";
+import { digestSource } from "../../src/util/sources.js";
 
 describe("digestSource", () => {
   it("changes with a file's content, name or executable bit, not with git metadata", async () => {

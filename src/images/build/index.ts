@@ -16,7 +16,7 @@ import { join } from "node:path";
 import type { Arch, KernelBuildSpec } from "../../config/types.js";
 import { buildOnce, cacheRoot, contentKey } from "../cache.js";
 import { materializeBuildDir, readBuildDir, sha256File } from "../local/build-dir.js";
-import type { KernelSource, SourceContext } from "../source.js";
+import type { KernelRecipe, KernelSource, SourceContext } from "../source.js";
 import { rebuildHostProgramsForTarget } from "./cross-scripts.js";
 import { buildKernel, configure, formatSeconds, readFragments, toolchain } from "./kbuild.js";
 import { type Conflict, describeConflict, formatKconfig } from "./kconfig.js";
@@ -153,6 +153,16 @@ export const buildKernelSource: KernelSource = {
     return kernel;
   },
 };
+
+/**
+ * The cache entries a built kernel comes from besides its kernel entry: its configuration and its
+ * build directory, and the tree (a tarball's is unpacked into `kernel-trees/`; a path inside an
+ * entry keeps that entry for `images prune`).
+ */
+export function buildKernelEntries(recipe: KernelRecipe): string[] {
+  const r = recipe.resolved as BuildResolved;
+  return [r.configDir, r.buildDir, r.treeDir];
+}
 
 /**
  * What keys a built kernel: the tree's content, the final .config, the compiler (gcc's first

@@ -1,7 +1,7 @@
 /**
  * The kernel tree of `source: build` as a directory kmatrix can build from, with the digest that
  * keys everything built from it. A directory and `git-url@ref` go the way plan sources go
- * (plan/sources.ts: git's files, a shallow fetch into the cache; plan/source-digest.ts: paths,
+ * (util/sources.ts: git's files, a shallow fetch into the cache; digestSource: paths,
  * executable bits, contents), so neither paths nor mtimes change the key. A tarball is keyed by
  * its own sha256 and unpacked once into the cache (`kernel-trees/`).
  */
@@ -9,9 +9,8 @@ import { readdir, realpath, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { execa } from "execa";
 import type { KernelBuildSpec } from "../../config/types.js";
-import { digestSource } from "../../plan/source-digest.js";
-import { materializeSources } from "../../plan/sources.js";
 import { UsageError } from "../../util/errors.js";
+import { digestSource, materializeSources } from "../../util/sources.js";
 import { buildOnce, cacheRoot } from "../cache.js";
 import { sha256File } from "../local/build-dir.js";
 import { checkTreeDir, treeLocation } from "./spec.js";

@@ -9,12 +9,22 @@
 import { copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
+import type { Arch } from "../../config/types.js";
 import { cacheRoot } from "../cache.js";
-import type { KernelSource, MaterializedKernel, SourceContext } from "../source.js";
+import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "../source.js";
 import { arm64ImageFromElf, EM_X86_64, kernelRelease, pvhEntry, readElf } from "./elf.js";
 import { modulesOfInitrd } from "./initrd-modules.js";
 import { detectKernelLayout, type KernelLayout } from "./layout.js";
-import { type PullOptions, pullImage, type ResolvedImage, resolveImage, unpackImage } from "./registry.js";
+import { parseImageRef } from "./reference.js";
+import {
+  type PullOptions,
+  pulledLayoutDir,
+  pullImage,
+  type ResolvedImage,
+  resolutionFile,
+  resolveImage,
+  unpackImage,
+} from "./registry.js";
 
 /** Bump when materialize() changes in a way the recipe does not show. */
 const RECIPE_VERSION = 1;
@@ -132,8 +142,26 @@ export function bootableVmlinux(
   }
 }
 
+/** Where an image's kernel facts are remembered, per digest (`oci/kernel-facts/`). */
+function kernelFactsFile(digest: string): string {
+  return join(cacheRoot(), "oci", "kernel-facts", `${digest.slice(7)}.json`);
+}
+
+/**
+ * The cache entries an OCI kernel comes from besides its kernel entry: the tag's resolution, the
+ * kernel facts (both let it resolve offline) and the pulled layout (`images prune` keeps them).
+ */
+export function ociKernelEntries(recipe: KernelRecipe, arch: Arch): string[] {
+  const r = recipe.resolved as OciKernelResolved;
+  return [
+    resolutionFile(r.image, arch),
+    kernelFactsFile(r.digest),
+    pulledLayoutDir(parseImageRef(r.image), r.digest),
+  ];
+}
+
 async function kernelFacts(img: ResolvedImage, opts: PullOptions): Promise<KernelFacts> {
-  const file = join(cacheRoot(), "oci", "kernel-facts", `${img.digest.slice(7)}.json`);
+  const file = kernelFactsFile(img.digest);
   const known = await readFile(file, "utf8")
     .then((t) => JSON.parse(t) as KernelFacts)
     .catch(() => undefined);

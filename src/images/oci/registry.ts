@@ -47,10 +47,20 @@ interface Resolution {
   resolvedAt: string;
 }
 
+/** Where what `image` resolved to for `arch` is remembered (`oci/resolved/`). */
+export function resolutionFile(image: string, arch: Arch): string {
+  return join(cacheRoot(), "oci", "resolved", `${contentKey({ image, arch })}.json`);
+}
+
+/** The cache entry of an image's pulled layout: `oci/<name>-<digest's first 16 hex digits>`. */
+export function pulledLayoutDir(ref: ImageRef, digest: string): string {
+  return join(cacheRoot(), "oci", `${entryName(ref)}-${digest.slice(7, 23)}`);
+}
+
 /** The architecture's manifest digest of `image`: cached (a day for tags), else from the registry. */
 export async function resolveImage(image: string, arch: Arch, opts: PullOptions): Promise<ResolvedImage> {
   const ref = parseImageRef(image);
-  const file = join(cacheRoot(), "oci", "resolved", `${contentKey({ image, arch })}.json`);
+  const file = resolutionFile(image, arch);
   const cached = await readFile(file, "utf8")
     .then((t) => JSON.parse(t) as Resolution)
     .catch(() => undefined);
@@ -95,7 +105,7 @@ export interface PulledImage {
 
 /** The cache entry of the image's layout, pulled when missing. */
 export async function pullImage(img: ResolvedImage, opts: PullOptions): Promise<PulledImage> {
-  const dir = join(cacheRoot(), "oci", `${entryName(img.ref)}-${img.digest.slice(7, 23)}`);
+  const dir = pulledLayoutDir(img.ref, img.digest);
   const { manifest } = await buildOnce(dir, async (tmp) => {
     opts.log(`pulling ${img.image} (${ociArch(img.arch)}, ${img.digest})`);
     const started = Date.now();

@@ -9,12 +9,20 @@ import { lstat, mkdir, readdir, rm, symlink, writeFile } from "node:fs/promises"
 import { join } from "node:path";
 import { execa } from "execa";
 import { DEFAULT_ROOTFS_SUITE } from "../../config/load.js";
+import type { Machine } from "../../config/types.js";
 import { OWN_INIT_MARKER, READY_UNIT, STAGE1_OCI_INIT } from "../guest-init.js";
-import type { RootDiskSource } from "../root-disk.js";
+import type { RootDiskPlan, RootDiskSource } from "../root-disk.js";
 import { addKernelFiles, writeExt4 } from "../rootfs.js";
 import { assertNoLinks, detectRootDiskLayout } from "./layout.js";
-import { entryName } from "./reference.js";
-import { pullImage, type ResolvedImage, resolveImage, unpackImage } from "./registry.js";
+import { entryName, parseImageRef } from "./reference.js";
+import {
+  pulledLayoutDir,
+  pullImage,
+  type ResolvedImage,
+  resolutionFile,
+  resolveImage,
+  unpackImage,
+} from "./registry.js";
 
 /** Bump when build() changes in a way the recipe does not show. */
 const RECIPE_VERSION = 1;
@@ -109,3 +117,13 @@ export const ociRootDiskSource: RootDiskSource = {
     };
   },
 };
+
+/** The cache entries an OCI root disk comes from besides its rootfs entry: the tag's resolution and the pulled layout. */
+export function ociRootDiskEntries(plan: RootDiskPlan, machine: Machine): string[] {
+  if (machine.rootfs.source !== "oci") return [];
+  const { digest } = plan.recipe as OciDiskRecipe;
+  return [
+    resolutionFile(machine.rootfs.image, machine.arch),
+    pulledLayoutDir(parseImageRef(machine.rootfs.image), digest),
+  ];
+}
