@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { lstat, readdir, realpath } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Machine, Matrix } from "../config/types.js";
@@ -10,9 +11,10 @@ import {
   removeEntry,
   tempOwner,
 } from "../images/cache.js";
-import { type ImagePlan, planImage, prepareImage } from "../images/index.js";
+import { type ImagePlan, planCrossToolchain, planImage, prepareImage } from "../images/index.js";
 import { ociKernelEntries } from "../images/oci/kernel.js";
 import { ociRootDiskEntries } from "../images/oci/root-disk.js";
+import { hostArch } from "../vm/accel.js";
 import { progress } from "./log.js";
 
 const KINDS = ["kernels", "boot", "rootfs"] as const;
@@ -117,8 +119,17 @@ export async function pruneImages(
   flags: { dryRun?: boolean },
 ): Promise<void> {
   const used: string[] = [];
-  for (const machine of machines)
-    used.push(...entriesOf(await planImage(machine, { archive: matrix.archive, log: progress })));
+  const host = hostArch();
+  for (const machine of machines) {
+    const plan = await planImage(machine, { archive: matrix.archive, log: progress });
+    used.push(...entriesOf(plan));
+    // The cross toolchain of a machine of the other architecture follows from its built disk.
+    const disk = join(plan.rootfs.dir, "disk.ext4");
+    if (host && machine.arch !== host && existsSync(disk)) {
+      const cross = await planCrossToolchain(machine, disk, { archive: matrix.archive, hostArch: host });
+      if ("dir" in cross) used.push(cross.dir);
+    }
+  }
   await pruneCache(cacheRoot(), used, flags);
 }
 

@@ -23,6 +23,7 @@ export const ENTRY_FOLDERS = [
   "oci",
   "oci/resolved",
   "oci/kernel-facts",
+  "toolchains",
 ] as const;
 
 /**

@@ -23,6 +23,7 @@ export {
   CROSS_BIN,
   type CrossToolchain,
   type NoCrossToolchain,
+  planCrossToolchain,
   prepareCrossToolchain,
 } from "./cross/toolchain.js";
 export type { KernelRecipe, KernelSource, MaterializedKernel } from "./source.js";

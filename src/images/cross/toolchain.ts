@@ -106,15 +106,22 @@ export function versionMismatch(
   return undefined;
 }
 
+interface ToolchainPlan {
+  dir: string;
+  key: string;
+  recipe: ToolchainRecipe;
+  pairs: CompilerPair[];
+}
+
 /**
- * The host's cross compilers for a machine of the other architecture with a Debian root disk,
- * built once per suite and package set into the cache (`toolchains/`), or why there are none.
+ * Where the cross toolchain of a machine of the other architecture with a Debian root disk (built
+ * as `disk`) lives in the cache, and what it holds; or why it has none. Nothing is built.
  */
-export async function prepareCrossToolchain(
+export async function planCrossToolchain(
   machine: Machine,
   disk: string,
-  opts: { archive: ArchiveSettings; hostArch: Arch; log: (line: string) => void },
-): Promise<CrossToolchain | NoCrossToolchain> {
+  opts: { archive: ArchiveSettings; hostArch: Arch },
+): Promise<ToolchainPlan | NoCrossToolchain> {
   if (machine.rootfs.source !== "debian")
     return { unusable: "its root disk is not Debian's (no cross toolchain of its distribution)" };
   if (machine.arch === opts.hostArch) return { unusable: "it is of the host's architecture" };
@@ -134,6 +141,22 @@ export async function prepareCrossToolchain(
     "toolchains",
     `${recipe.suite}-${recipe.hostDebArch}-to-${debArchOf(machine.arch)}-${key}`,
   );
+  return { dir, key, recipe, pairs };
+}
+
+/**
+ * The host's cross compilers for a machine of the other architecture with a Debian root disk,
+ * built once per suite and package set into the cache (`toolchains/`), or why there are none.
+ */
+export async function prepareCrossToolchain(
+  machine: Machine,
+  disk: string,
+  opts: { archive: ArchiveSettings; hostArch: Arch; log: (line: string) => void },
+): Promise<CrossToolchain | NoCrossToolchain> {
+  const plan = await planCrossToolchain(machine, disk, opts);
+  if ("unusable" in plan) return plan;
+  const { dir, key, recipe, pairs } = plan;
+  const { packages } = recipe;
   const { manifest } = await buildOnce<ToolchainManifest>(dir, async (tmp) => {
     const started = Date.now();
     opts.log(`cross toolchain: ${packages.join(" ")} (${recipe.suite}, ${recipe.hostDebArch})`);
