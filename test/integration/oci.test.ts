@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ARM64_IMAGE_MAGIC, arm64Image, pvhEntry } from "../../src/images/oci/elf.js";
-import type { CellRecord } from "../../src/results/types.js";
+import type { CellRecord, RunRecord } from "../../src/results/types.js";
 import { CLI } from "./helpers.js";
 import {
   buildOciFixture,
@@ -199,7 +199,8 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
       "--output",
       out,
     );
-    console.log(`aarch64 example plan on falco-6.1: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    const run: RunRecord = JSON.parse(await readFile(join(out, "run.json"), "utf8"));
+    const m = run.machines.find((x) => x.machineId === "falco-6.1@aarch64");
     let stalls = 0;
     for (const test of TESTS) {
       const cell: CellRecord = JSON.parse(
@@ -214,6 +215,12 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
           "pass",
         );
     }
+    const build: CellRecord = JSON.parse(
+      await readFile(join(out, "cells", "falco-6.1@aarch64", "kmod_build.json"), "utf8"),
+    );
+    console.log(
+      `aarch64 example plan on falco-6.1: ${((Date.now() - started) / 1000).toFixed(0)} s; boot to SSH ${((m?.bootMs ?? 0) / 1000).toFixed(1)} s (${m?.accel}); compile steps in the ${build.ranIn}; ${stalls} stall(s)`,
+    );
     expect(r.exitCode, r.all).toBe(stalls > 0 ? 1 : 0);
     const log = await readFile(join(out, "cells", "falco-6.1@aarch64", "kmod_open.log"), "utf8");
     expect(log).toMatch(/captured 50 events/);
