@@ -1,7 +1,8 @@
 /**
  * `kernel: { source: oci, image }`: a kernel from an OCI image, in Falco's layout (`/boot/vmlinux`:
  * an uncompressed ELF on x86_64, on aarch64 an ELF, a raw Image or a gzip'd one; + a busybox
- * `/boot/initrd` that holds the few modules needed to reach the disk) or little-vm-helper's (`/data/kernels/<ver>/boot/vmlinuz-<release>` + its modules).
+ * `/boot/initrd` that holds the few modules needed to reach the disk) or little-vm-helper's
+ * (`/data/kernels/<ver>/boot/vmlinuz-<release>` + its modules).
  * Keyed by the image's manifest digest for the machine's architecture. Either way the machine
  * boots with kmatrix's own initrd (its stage 1 knows kmatrix's disks and key): a Falco kernel's
  * modules are taken out of its initrd, whose own init (DHCP, Firecracker's devices) is not used.
