@@ -1,5 +1,6 @@
 /**
- * OCI images made from kmatrix's own Debian bookworm machine (x86_64), in the layouts kmatrix reads:
+ * OCI images made from kmatrix's own Debian bookworm machines, in the layouts kmatrix reads.
+ * x86_64, from debian-bookworm-6.1@x86_64:
  * - `falco-kernel`: Falco's kernel layout: /boot/vmlinux (the ELF inside Debian's bzImage, which
  *   has the PVH note: CONFIG_PVH=y) + /boot/initrd (busybox + the virtio modules, an init like
  *   Falco's) + /lib/modules/.placeholder;
@@ -9,32 +10,97 @@
  *   headers (the Debian machine's package list plus systemd-sysv), one layer from mmdebstrap;
  * - `root:plain`: the same plus a layer whose whiteout removes /usr/sbin/init: a container image
  *   without systemd, booted by kmatrix's init (and umoci's whiteouts tested on the way).
+ * aarch64, from debian-bookworm-6.1@aarch64 (a second cache entry, so the x86_64 one stands):
+ * - `falco-kernel`: /boot/vmlinux is the raw arm64 Image, as Firecracker boots it on aarch64
+ *   (Debian's signed arm64 vmlinuz is one already; a gzip'd one would be decompressed), + a
+ *   busybox initrd of that machine's boot modules + /lib/modules/.placeholder; tag `6.1-aarch64`;
+ *   `6.1-aarch64-gz` holds the same Image gzip'd (a distribution's arm64 vmlinuz);
+ * - `root:systemd`: the aarch64 machine's package list plus systemd-sysv (mmdebstrap --arch=arm64,
+ *   under qemu-user: minutes).
+ * Pushed as multi-architecture indexes where both exist: `falco-kernel:6.1` and `root:systemd`
+ * serve linux/amd64 and linux/arm64 from one reference.
  * Hand-made OCI layouts (tar layers + JSON named by their sha256), cached by their inputs.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { chmod, copyFile, cp, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  cp,
+  link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { createGunzip, createGzip } from "node:zlib";
+import { createGunzip, createGzip, gzipSync } from "node:zlib";
 import { execa } from "execa";
 import { buildOnce, cacheRoot, contentKey } from "../../src/images/cache.js";
-import { type MachineImage, planImage, prepareImage } from "../../src/images/index.js";
+import { type ImagePlan, type MachineImage, planImage, prepareImage } from "../../src/images/index.js";
+import { arm64Image } from "../../src/images/oci/elf.js";
 import { readInitrd } from "../../src/images/oci/initrd-modules.js";
 import { defaultMatrix, machine } from "./helpers.js";
 
-/** Bump when the fixture's making changes. */
+/** Bump when the fixture's making changes (x86_64 images; aarch64's have their own). */
 const FIXTURE_VERSION = 1;
+const FIXTURE_ARM64_VERSION = 1;
+
+type OciArch = "amd64" | "arm64";
 
 export interface OciFixture {
   /** OCI layout directories, each with its tags. */
   layouts: { name: string; dir: string; tags: string[] }[];
+  /** Tags pushed as a multi-architecture index of one image of each layout (by its own tag). */
+  indexes: { name: string; tag: string; images: { dir: string; tag: string }[] }[];
   release: string;
   /** The Debian machine the images were made from. */
   debian: MachineImage;
+  aarch64: { release: string; debian: MachineImage };
 }
 
 export async function buildOciFixture(log: (l: string) => void = () => {}): Promise<OciFixture> {
+  const x86 = await buildX86Fixture(log);
+  const arm = await buildArm64Fixture(log);
+  return {
+    layouts: [
+      { name: "falco-kernel", dir: join(x86.dir, "falco-kernel"), tags: ["6.1-x86_64"] },
+      { name: "lvh-kernel", dir: join(x86.dir, "lvh-kernel"), tags: ["6.1-main"] },
+      { name: "root", dir: join(x86.dir, "root"), tags: ["plain"] },
+      { name: "falco-kernel", dir: join(arm.dir, "falco-kernel"), tags: ["6.1-aarch64", "6.1-aarch64-gz"] },
+    ],
+    indexes: [
+      {
+        name: "falco-kernel",
+        tag: "6.1",
+        images: [
+          { dir: join(x86.dir, "falco-kernel"), tag: "6.1-x86_64" },
+          { dir: join(arm.dir, "falco-kernel"), tag: "6.1-aarch64" },
+        ],
+      },
+      {
+        name: "root",
+        tag: "systemd",
+        images: [
+          { dir: join(x86.dir, "root"), tag: "systemd" },
+          { dir: join(arm.dir, "root"), tag: "systemd" },
+        ],
+      },
+    ],
+    release: x86.release,
+    debian: x86.debian,
+    aarch64: { release: arm.release, debian: arm.debian },
+  };
+}
+
+async function buildX86Fixture(
+  log: (l: string) => void,
+): Promise<{ dir: string; release: string; debian: MachineImage }> {
   const m = machine("debian-bookworm-6.1", "x86_64");
   const debian = await prepareImage(m, { archive: defaultMatrix.archive });
   const plan = await planImage(m, { archive: defaultMatrix.archive });
@@ -79,34 +145,8 @@ export async function buildOciFixture(log: (l: string) => void = () => {}): Prom
     await rm(lvh, { recursive: true });
 
     // The root disk: the Debian machine's packages plus systemd, straight into a tar.
-    const r = plan.rootfs.recipe as {
-      suite: string;
-      suites: string[];
-      packages: string[];
-      preferences: string;
-    };
-    const prefs = join(tmp, "apt-preferences");
-    await writeFile(prefs, r.preferences);
-    const rootTar = join(tmp, "root.tar");
     log("fixture: mmdebstrap (systemd root disk)");
-    await execa("mmdebstrap", [
-      "--variant=minbase",
-      "--arch=amd64",
-      `--include=${[...r.packages, "systemd-sysv"].join(",")}`,
-      '--aptopt=Acquire::Check-Valid-Until "false";',
-      `--setup-hook=upload ${prefs} /etc/apt/preferences.d/kmatrix`,
-      "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
-      r.suite,
-      rootTar,
-      ...r.suites.map((s) =>
-        s.endsWith("-security")
-          ? `deb ${defaultMatrix.archive.securityMirror} ${s} main`
-          : `deb ${defaultMatrix.archive.mirror} ${s} main`,
-      ),
-    ]);
-    const rootLayer = join(tmp, "root.tar.gz");
-    await pipeline(createReadStream(rootTar), createGzip({ level: 1 }), createWriteStream(rootLayer));
-    await rm(rootTar);
+    const rootLayer = await systemdRootLayer(plan, "amd64", tmp);
     const wh = join(tmp, "whiteout-tree");
     await mkdir(join(wh, "usr/sbin"), { recursive: true });
     await writeFile(join(wh, "usr/sbin/.wh.init"), "");
@@ -120,15 +160,95 @@ export async function buildOciFixture(log: (l: string) => void = () => {}): Prom
     log(`fixture: OCI images made in ${((Date.now() - started) / 1000).toFixed(0)} s`);
     return { kind: "oci-fixture", recipe, release };
   });
-  return {
-    layouts: [
-      { name: "falco-kernel", dir: join(dir, "falco-kernel"), tags: ["6.1-x86_64"] },
-      { name: "lvh-kernel", dir: join(dir, "lvh-kernel"), tags: ["6.1-main"] },
-      { name: "root", dir: join(dir, "root"), tags: ["systemd", "plain"] },
-    ],
-    release,
-    debian,
+  return { dir, release, debian };
+}
+
+async function buildArm64Fixture(
+  log: (l: string) => void,
+): Promise<{ dir: string; release: string; debian: MachineImage }> {
+  const m = machine("debian-bookworm-6.1", "aarch64");
+  const debian = await prepareImage(m, { archive: defaultMatrix.archive });
+  const plan = await planImage(m, { archive: defaultMatrix.archive });
+  const release = debian.kernelRelease;
+  const recipe = {
+    v: FIXTURE_ARM64_VERSION,
+    arch: "aarch64",
+    kernel: debian.manifests.kernel.key,
+    rootfs: plan.rootfs.recipe,
   };
+  const dir = join(cacheRoot(), "test-fixtures", `oci-arm64-${contentKey(recipe)}`);
+  await buildOnce(dir, async (tmp) => {
+    const started = Date.now();
+    const kernel = debian.manifests.kernel;
+    const kdir = join(cacheRoot(), "kernels", `${release}-${kernel.key}`);
+    const modulesDir = join(kdir, kernel.modulesDir);
+
+    // Falco's layout as Firecracker needs it on aarch64: the raw Image.
+    const image = arm64Image(await readFile(debian.vmlinuz));
+    const what = { elf: "an ELF", image: "a raw Image", gzip: "a gzip'd Image" }[image.from];
+    log(`fixture: debian-bookworm-6.1@aarch64's vmlinuz is ${what}`);
+    const falco = join(tmp, "falco-tree");
+    await mkdir(join(falco, "boot"), { recursive: true });
+    await mkdir(join(falco, "lib/modules"), { recursive: true });
+    await writeFile(join(falco, "lib/modules/.placeholder"), "");
+    await writeFile(join(falco, "boot/initrd"), await falcoInitrd(debian, modulesDir, release, tmp));
+    await writeFile(join(falco, "boot/vmlinux"), image.bytes);
+    const rawLayer = await tarLayer(falco, tmp, "falco");
+    await writeFile(join(falco, "boot/vmlinux"), gzipSync(image.bytes));
+    const gzLayer = await tarLayer(falco, tmp, "falco-gz");
+    await ociLayout(
+      join(tmp, "falco-kernel"),
+      [
+        { tag: "6.1-aarch64", layers: [rawLayer] },
+        { tag: "6.1-aarch64-gz", layers: [gzLayer] },
+      ],
+      "arm64",
+    );
+    await rm(falco, { recursive: true });
+
+    log("fixture: mmdebstrap --arch=arm64 (systemd root disk, under qemu-user)");
+    const t0 = Date.now();
+    const rootLayer = await systemdRootLayer(plan, "arm64", tmp);
+    log(`fixture: arm64 root disk in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    await ociLayout(join(tmp, "root"), [{ tag: "systemd", layers: [rootLayer] }], "arm64");
+    for (const f of await readdir(tmp)) if (f.endsWith(".tar.gz")) await rm(join(tmp, f));
+    log(`fixture: aarch64 OCI images made in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return { kind: "oci-fixture", recipe, release };
+  });
+  return { dir, release, debian };
+}
+
+/** The Debian machine's root disk packages plus systemd-sysv, one gzip'd tar layer (mmdebstrap). */
+async function systemdRootLayer(plan: ImagePlan, debArch: OciArch, tmp: string): Promise<string> {
+  const r = plan.rootfs.recipe as {
+    suite: string;
+    suites: string[];
+    packages: string[];
+    preferences: string;
+  };
+  const prefs = join(tmp, "apt-preferences");
+  await writeFile(prefs, r.preferences);
+  const rootTar = join(tmp, "root.tar");
+  await execa("mmdebstrap", [
+    "--variant=minbase",
+    `--arch=${debArch}`,
+    `--include=${[...r.packages, "systemd-sysv"].join(",")}`,
+    '--aptopt=Acquire::Check-Valid-Until "false";',
+    `--setup-hook=upload ${prefs} /etc/apt/preferences.d/kmatrix`,
+    "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
+    r.suite,
+    rootTar,
+    ...r.suites.map((s) =>
+      s.endsWith("-security")
+        ? `deb ${defaultMatrix.archive.securityMirror} ${s} main`
+        : `deb ${defaultMatrix.archive.mirror} ${s} main`,
+    ),
+  ]);
+  const rootLayer = join(tmp, `root-${debArch}.tar.gz`);
+  await pipeline(createReadStream(rootTar), createGzip({ level: 1 }), createWriteStream(rootLayer));
+  await rm(rootTar);
+  await rm(prefs);
+  return rootLayer;
 }
 
 /**
@@ -226,8 +346,12 @@ async function sha256File(path: string, gunzip = false): Promise<string> {
   return `sha256:${hash.digest("hex")}`;
 }
 
-/** Writes an OCI image layout: blobs by digest, one image manifest per tag (amd64), index.json. */
-async function ociLayout(dir: string, images: { tag: string; layers: string[] }[]): Promise<void> {
+/** Writes an OCI image layout: blobs by digest, one image manifest per tag (of `arch`), index.json. */
+async function ociLayout(
+  dir: string,
+  images: { tag: string; layers: string[] }[],
+  arch: OciArch = "amd64",
+): Promise<void> {
   const blobs = join(dir, "blobs/sha256");
   await mkdir(blobs, { recursive: true });
   const putJson = async (value: unknown) => {
@@ -251,7 +375,7 @@ async function ociLayout(dir: string, images: { tag: string; layers: string[] }[
       diffIds.push(await sha256File(layer, true));
     }
     const config = await putJson({
-      architecture: "amd64",
+      architecture: arch,
       os: "linux",
       config: {},
       rootfs: { type: "layers", diff_ids: diffIds },
@@ -265,7 +389,7 @@ async function ociLayout(dir: string, images: { tag: string; layers: string[] }[
     manifests.push({
       mediaType: "application/vnd.oci.image.manifest.v1+json",
       ...manifest,
-      platform: { architecture: "amd64", os: "linux" },
+      platform: { architecture: arch, os: "linux" },
       annotations: { "org.opencontainers.image.ref.name": img.tag },
     });
   }
@@ -320,7 +444,11 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Pushes every tag of the fixture's layouts to `host` as `<host>/<layout name>:<tag>`. */
+/**
+ * Pushes every tag of the fixture's layouts to `host` as `<host>/kmatrix/<layout name>:<tag>`, then
+ * each multi-architecture tag: an OCI layout made for it (the images' blobs hard-linked, one
+ * image index naming each manifest with its platform), copied with all its images.
+ */
 export async function pushFixture(f: OciFixture, host: string): Promise<void> {
   for (const l of f.layouts)
     for (const tag of l.tags)
@@ -331,4 +459,61 @@ export async function pushFixture(f: OciFixture, host: string): Promise<void> {
         `oci:${l.dir}:${tag}`,
         `docker://${host}/kmatrix/${l.name}:${tag}`,
       ]);
+  for (const idx of f.indexes) {
+    const dir = await mkdtemp(join(tmpdir(), "kmx-oci-index-"));
+    try {
+      const blobs = join(dir, "blobs/sha256");
+      await mkdir(blobs, { recursive: true });
+      const manifests = [];
+      for (const img of idx.images) {
+        const index = JSON.parse(await readFile(join(img.dir, "index.json"), "utf8")) as {
+          manifests: { annotations?: Record<string, string>; [k: string]: unknown }[];
+        };
+        const found = index.manifests.find(
+          (m) => m.annotations?.["org.opencontainers.image.ref.name"] === img.tag,
+        );
+        if (!found) throw new Error(`${img.dir}: no tag ${img.tag}`);
+        const { annotations: _, ...descriptor } = found;
+        manifests.push(descriptor);
+        for (const b of await readdir(join(img.dir, "blobs/sha256")))
+          await link(join(img.dir, "blobs/sha256", b), join(blobs, b)).catch(
+            async (err: NodeJS.ErrnoException) => {
+              if (err.code === "EEXIST") return;
+              if (err.code !== "EXDEV") throw err;
+              await copyFile(join(img.dir, "blobs/sha256", b), join(blobs, b));
+            },
+          );
+      }
+      const mediaType = "application/vnd.oci.image.index.v1+json";
+      const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, manifests }));
+      const digest = createHash("sha256").update(bytes).digest("hex");
+      await writeFile(join(blobs, digest), bytes);
+      await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+      await writeFile(
+        join(dir, "index.json"),
+        JSON.stringify({
+          schemaVersion: 2,
+          manifests: [
+            {
+              mediaType,
+              digest: `sha256:${digest}`,
+              size: bytes.length,
+              annotations: { "org.opencontainers.image.ref.name": idx.tag },
+            },
+          ],
+        }),
+      );
+      await execa("skopeo", [
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        `oci:${dir}:${idx.tag}`,
+        `docker://${host}/kmatrix/${idx.name}:${idx.tag}`,
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
 }

@@ -7,6 +7,7 @@ import { parseMatrix } from "../../src/config/load.js";
 import { contentKey } from "../../src/images/cache.js";
 import {
   ARM64_IMAGE_MAGIC,
+  arm64Image,
   arm64ImageFromElf,
   EM_AARCH64,
   EM_X86_64,
@@ -134,6 +135,90 @@ describe("vmlinux (ELF) reading", () => {
     expect(image.bytes.subarray(0x200)).toEqual(data);
     const noMagic = elf(EM_AARCH64, [{ type: 1, paddr: base, data: Buffer.alloc(0x100) }]);
     expect(() => arm64ImageFromElf(noMagic)).toThrow(/no arm64 boot header/);
+  });
+
+  /** A raw arm64 Image as the kernel's build writes it: the boot header, then text with the banner. */
+  function rawImage(flags = 0n): Buffer {
+    const img = Buffer.alloc(0x400, 0x11);
+    img.writeBigUInt64LE(0x200000n, 16); // image_size: set, so the flags mean something
+    img.writeBigUInt64LE(flags, 24);
+    img.writeUInt32LE(ARM64_IMAGE_MAGIC, 56);
+    Buffer.from(BANNER.toString("latin1").replace("amd64", "arm64"), "latin1").copy(img, 0x100);
+    return img;
+  }
+  const ARM64_HINT =
+    "; on aarch64 kmatrix boots an ELF vmlinux, a raw arm64 Image or a gzip-compressed Image";
+
+  it("boots a raw arm64 Image (Firecracker's format, so Falco's) as is", () => {
+    const raw = rawImage();
+    expect(arm64Image(raw).from).toBe("image");
+    const image = bootableVmlinux(raw, "aarch64", "img");
+    expect(image.name).toBe("Image");
+    expect(image.bytes).toBe(raw);
+    expect(kernelRelease(image.bytes)).toBe("6.1.0-57-cloud-arm64");
+  });
+
+  it("decompresses a gzip'd arm64 Image (a distribution's vmlinuz) and checks what it holds", () => {
+    const raw = rawImage();
+    const gz = gzipSync(raw);
+    expect(kernelRelease(gz)).toBeUndefined();
+    expect(arm64Image(gz).from).toBe("gzip");
+    const image = bootableVmlinux(gz, "aarch64", "img");
+    expect(image.name).toBe("Image");
+    expect(image.bytes).toEqual(raw);
+    expect(kernelRelease(image.bytes)).toBe("6.1.0-57-cloud-arm64");
+    expect(() => bootableVmlinux(gzipSync(Buffer.alloc(0x400)), "aarch64", "img")).toThrow(
+      `img: /boot/vmlinux: gzip-compressed, but what it holds is neither an ELF file nor an arm64 Image (no ARM\\x64 magic at offset 56; first bytes 0000000000000000)${ARM64_HINT}`,
+    );
+    expect(() => bootableVmlinux(gz.subarray(0, gz.length - 30), "aarch64", "img")).toThrow(
+      /^img: \/boot\/vmlinux: gzip data that does not decompress \(.*\); on aarch64/,
+    );
+  });
+
+  it("refuses anything else on aarch64 in one line that names the image and what it found", () => {
+    const refused = (buf: Buffer) => {
+      try {
+        bootableVmlinux(buf, "aarch64", "ghcr.io/x/k:1");
+      } catch (err) {
+        const msg = (err as Error).message;
+        expect(msg).not.toContain("\n");
+        expect(msg.startsWith("ghcr.io/x/k:1: /boot/vmlinux: ")).toBe(true);
+        expect(msg.endsWith(ARM64_HINT)).toBe(true);
+        return msg.slice("ghcr.io/x/k:1: /boot/vmlinux: ".length, -ARM64_HINT.length);
+      }
+      throw new Error("accepted");
+    };
+    expect(refused(Buffer.alloc(0))).toBe("an empty file");
+    expect(refused(Buffer.from("plain text, not a kernel at all".padEnd(100)))).toMatch(
+      /^neither an ELF file nor an arm64 Image \(no ARM\\x64 magic at offset 56; first bytes 706c61696e207465\)$/,
+    );
+    expect(refused(Buffer.concat([Buffer.from("fd377a585a00", "hex"), Buffer.alloc(100)]))).toBe(
+      "xz-compressed data (kmatrix decompresses gzip only)",
+    );
+    expect(refused(Buffer.concat([Buffer.from("28b52ffd", "hex"), Buffer.alloc(100)]))).toBe(
+      "zstd-compressed data (kmatrix decompresses gzip only)",
+    );
+    const zboot = Buffer.alloc(0x100);
+    zboot.write("MZ", 0, "latin1");
+    zboot.write("zimg", 4, "latin1");
+    zboot.write("zstd\0", 24, "latin1");
+    expect(refused(zboot)).toBe(
+      "an EFI zboot image (CONFIG_EFI_ZBOOT, zstd-compressed), which kmatrix does not unpack",
+    );
+    const bz = Buffer.alloc(0x400);
+    bz.write("HdrS", 0x202, "latin1");
+    expect(refused(bz)).toBe("an x86 bzImage");
+    expect(refused(rawImage(1n))).toBe("a big-endian arm64 Image (QEMU's virt runs little-endian kernels)");
+    expect(refused(elf(EM_X86_64, [{ type: 1, paddr: 0x1000000n, data: BANNER }]))).toBe(
+      "not an arm64 kernel (ELF machine 62)",
+    );
+  });
+
+  it("keeps x86_64 to the ELF: a raw arm64 Image or a gzip'd one is no x86_64 vmlinux", () => {
+    expect(() => bootableVmlinux(rawImage(), "x86_64", "img")).toThrow("img: /boot/vmlinux: not an ELF file");
+    expect(() => bootableVmlinux(gzipSync(rawImage()), "x86_64", "img")).toThrow(
+      "img: /boot/vmlinux: not an ELF file",
+    );
   });
 });
 

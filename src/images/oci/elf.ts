@@ -1,8 +1,10 @@
 /**
- * What kmatrix reads from an uncompressed kernel (`vmlinux`, an ELF file): its PVH entry note
- * (x86_64: how QEMU boots an ELF kernel), its release, and (arm64) the flat `Image` QEMU boots.
+ * What kmatrix reads from a Falco-layout kernel file (`/boot/vmlinux`): on x86_64 an ELF, its PVH
+ * entry note (how QEMU boots an ELF kernel); on arm64 the flat `Image` QEMU boots, made from an
+ * ELF, taken as is, or decompressed from gzip; the release of either.
  * Pure functions over a Buffer; 64-bit little-endian ELF only (every kernel kmatrix boots).
  */
+import { gunzipSync } from "node:zlib";
 
 const PT_LOAD = 1;
 const PT_NOTE = 4;
@@ -134,4 +136,76 @@ export function arm64ImageFromElf(buf: Buffer): Buffer {
   if (out.length < 64 || out.readUInt32LE(56) !== ARM64_IMAGE_MAGIC)
     throw new Error("no arm64 boot header (ARM\\x64 magic) at the start of the kernel's text");
   return out;
+}
+
+/** The largest arm64 kernel kmatrix decompresses (a gzip bomb stops there). */
+const MAX_ARM64_IMAGE = 1024 ** 3;
+
+/** How an arm64 kernel file was turned into the `Image` QEMU boots. */
+export type Arm64ImageFrom = "elf" | "image" | "gzip";
+
+/**
+ * The arm64 `Image` in a kernel file: an ELF vmlinux laid out as `objcopy -O binary` does, a raw
+ * Image (what Firecracker boots, so what Falco's aarch64 images hold) as is, or a gzip-compressed
+ * Image (distributions' arm64 vmlinuz) decompressed. Throws with what the file is otherwise.
+ */
+export function arm64Image(buf: Buffer): { bytes: Buffer; from: Arm64ImageFrom } {
+  if (isElf(buf)) return { bytes: arm64ImageFromElf(buf), from: "elf" };
+  if (isArm64Image(buf)) return { bytes: checkedArm64Image(buf), from: "image" };
+  if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
+    let inner: Buffer;
+    try {
+      inner = gunzipSync(buf, { maxOutputLength: MAX_ARM64_IMAGE });
+    } catch (err) {
+      throw new Error(`gzip data that does not decompress (${(err as Error).message})`);
+    }
+    if (isArm64Image(inner)) return { bytes: checkedArm64Image(inner), from: "gzip" };
+    throw new Error(`gzip-compressed, but what it holds is ${describeKernelFile(inner)}`);
+  }
+  throw new Error(describeKernelFile(buf));
+}
+
+function isArm64Image(buf: Buffer): boolean {
+  return buf.length >= 64 && buf.readUInt32LE(56) === ARM64_IMAGE_MAGIC;
+}
+
+/** The header's flags (valid when image_size is set, Linux >= 3.17): bit 0 is big-endian. */
+function checkedArm64Image(buf: Buffer): Buffer {
+  const imageSize = buf.readBigUInt64LE(16);
+  if (imageSize !== 0n && (buf.readBigUInt64LE(24) & 1n) === 1n)
+    throw new Error("a big-endian arm64 Image (QEMU's virt runs little-endian kernels)");
+  return buf;
+}
+
+/** What a file that is no bootable arm64 kernel is, in a few words, for an error message. */
+export function describeKernelFile(buf: Buffer): string {
+  if (buf.length === 0) return "an empty file";
+  if (isElf(buf)) {
+    try {
+      return `an ELF file for machine ${readElf(buf).machine}`;
+    } catch (err) {
+      return `an ELF file kmatrix cannot read (${(err as Error).message})`;
+    }
+  }
+  if (buf.length >= 0x206 && buf.toString("latin1", 0x202, 0x206) === "HdrS") return "an x86 bzImage";
+  if (buf.length >= 64 && buf.toString("latin1", 0, 2) === "MZ" && buf.toString("latin1", 4, 8) === "zimg") {
+    const method = buf.toString("latin1", 24, 56).replace(/\0.*$/s, "");
+    return `an EFI zboot image (CONFIG_EFI_ZBOOT, ${method || "unknown"}-compressed), which kmatrix does not unpack`;
+  }
+  const hex = buf.subarray(0, 8).toString("hex");
+  const compressed = hex.startsWith("fd377a585a00")
+    ? "xz"
+    : hex.startsWith("28b52ffd")
+      ? "zstd"
+      : hex.startsWith("02214c18") || hex.startsWith("04224d18")
+        ? "lz4"
+        : hex.startsWith("425a68")
+          ? "bzip2"
+          : hex.startsWith("5d0000")
+            ? "lzma"
+            : hex.startsWith("894c5a4f")
+              ? "lzo"
+              : undefined;
+  if (compressed) return `${compressed}-compressed data (kmatrix decompresses gzip only)`;
+  return `neither an ELF file nor an arm64 Image (no ARM\\x64 magic at offset 56; first bytes ${hex})`;
 }

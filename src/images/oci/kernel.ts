@@ -1,7 +1,8 @@
 /**
- * `kernel: { source: oci, image }`: a kernel from an OCI image, in Falco's layout (an uncompressed
- * ELF `/boot/vmlinux` + a busybox `/boot/initrd` that holds the few modules needed to reach the
- * disk) or little-vm-helper's (`/data/kernels/<ver>/boot/vmlinuz-<release>` + its modules).
+ * `kernel: { source: oci, image }`: a kernel from an OCI image, in Falco's layout (`/boot/vmlinux`:
+ * an uncompressed ELF on x86_64, on aarch64 an ELF, a raw Image or a gzip'd one; + a busybox
+ * `/boot/initrd` that holds the few modules needed to reach the disk) or little-vm-helper's
+ * (`/data/kernels/<ver>/boot/vmlinuz-<release>` + its modules).
  * Keyed by the image's manifest digest for the machine's architecture. Either way the machine
  * boots with kmatrix's own initrd (its stage 1 knows kmatrix's disks and key): a Falco kernel's
  * modules are taken out of its initrd, whose own init (DHCP, Firecracker's devices) is not used.
@@ -12,7 +13,7 @@ import { execa } from "execa";
 import type { Arch } from "../../config/types.js";
 import { cacheRoot } from "../cache.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "../source.js";
-import { arm64ImageFromElf, EM_X86_64, kernelRelease, pvhEntry, readElf } from "./elf.js";
+import { arm64Image, EM_X86_64, kernelRelease, pvhEntry, readElf } from "./elf.js";
 import { modulesOfInitrd } from "./initrd-modules.js";
 import { detectKernelLayout, type KernelLayout } from "./layout.js";
 import { parseImageRef } from "./reference.js";
@@ -113,21 +114,23 @@ export const ociKernelSource: KernelSource = {
 };
 
 /**
- * The file QEMU's -kernel boots: on x86_64 the ELF itself, through its PVH entry; on arm64 the
- * flat Image made from it (elf.ts says why QEMU cannot boot an arm64 ELF as Linux).
+ * The file QEMU's -kernel boots: on x86_64 the ELF itself, through its PVH entry; on arm64 an
+ * `Image`: made from an ELF (elf.ts says why QEMU cannot boot an arm64 ELF as Linux), or the file
+ * itself when it is a raw Image (Firecracker boots those, so Falco's aarch64 images hold one), or
+ * a gzip-compressed Image decompressed. Anything else: one line naming the image and what it holds.
  */
 export function bootableVmlinux(
   vmlinux: Buffer,
   arch: "x86_64" | "aarch64",
   image: string,
 ): { name: string; bytes: Buffer } {
-  let elf: ReturnType<typeof readElf>;
-  try {
-    elf = readElf(vmlinux);
-  } catch (err) {
-    throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
-  }
   if (arch === "x86_64") {
+    let elf: ReturnType<typeof readElf>;
+    try {
+      elf = readElf(vmlinux);
+    } catch (err) {
+      throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
+    }
     if (elf.machine !== EM_X86_64) throw new Error(`${image}: /boot/vmlinux is not an x86_64 kernel`);
     if (pvhEntry(vmlinux) === undefined)
       throw new Error(
@@ -136,9 +139,11 @@ export function bootableVmlinux(
     return { name: "vmlinux", bytes: vmlinux };
   }
   try {
-    return { name: "Image", bytes: arm64ImageFromElf(vmlinux) };
+    return { name: "Image", bytes: arm64Image(vmlinux).bytes };
   } catch (err) {
-    throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
+    throw new Error(
+      `${image}: /boot/vmlinux: ${(err as Error).message}; on aarch64 kmatrix boots an ELF vmlinux, a raw arm64 Image or a gzip-compressed Image`,
+    );
   }
 }
 
@@ -175,7 +180,11 @@ async function kernelFacts(img: ResolvedImage, opts: PullOptions): Promise<Kerne
     let release: string | undefined;
     if (found.layout === "lvh") release = found.release;
     else {
-      release = kernelRelease(await readFile(join(tree, found.vmlinux)));
+      const vmlinux = await readFile(join(tree, found.vmlinux));
+      // An arm64 kernel's banner is in its Image (compressed in a gzip'd one): checked here already.
+      release = kernelRelease(
+        img.arch === "aarch64" ? bootableVmlinux(vmlinux, img.arch, img.image).bytes : vmlinux,
+      );
       if (!release) throw new Error(`${img.image}: /boot/vmlinux has no "Linux version" banner`);
     }
     if (!/^[\w.+~-]+$/.test(release)) throw new Error(`${img.image}: unusable kernel release "${release}"`);
