@@ -53,6 +53,7 @@ export async function launchMachine(machine: Machine, opts: LaunchOptions): Prom
     workDir,
     consoleLog: opts.consoleLog ?? join(workDir, "console.log"),
     x86Machine: opts.x86Machine ?? image.x86Machine,
+    virtioMmio: image.virtioMmio,
     kernelArgs: [...(image.kernelArgs ?? []), ...machine.vm.kernelArgs],
     internet: machine.vm.internet,
     onConsoleLine: opts.onConsoleLine,

@@ -43,6 +43,7 @@ export interface SessionOptions {
   workDir: string;
   consoleLog: string;
   x86Machine?: X86Machine;
+  virtioMmio?: boolean;
   kernelArgs?: string[];
   internet?: boolean;
   backend?: VmBackend;
@@ -113,6 +114,7 @@ export class MachineSession {
       workDir: opts.workDir,
       consoleLog: opts.consoleLog,
       x86Machine: opts.x86Machine,
+      virtioMmio: opts.virtioMmio,
       kernelArgs: opts.kernelArgs,
       internet: opts.internet,
     };

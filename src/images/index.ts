@@ -58,6 +58,8 @@ export interface MachineImage {
   disk: string;
   /** x86_64: the QEMU machine the kernel needs when not the default (microvm for Falco's kernels). */
   x86Machine?: MaterializedKernel["x86Machine"];
+  /** The kernel is made for Firecracker's virtio-mmio devices (Falco's layout): see vm/qemu-args.ts. */
+  virtioMmio?: boolean;
   /** Kernel arguments the root disk needs at every boot (before the matrix's vm.kernelArgs). */
   kernelArgs?: string[];
   manifests: { kernel: KernelManifest; boot: BootManifest; rootfs: RootfsManifest };
@@ -270,6 +272,7 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     bareInitrd: join(plan.boot.dir, "bare.img"),
     disk: join(plan.rootfs.dir, "disk.ext4"),
     ...(kernel.x86Machine && { x86Machine: kernel.x86Machine }),
+    ...(kernel.layout === "falco" && { virtioMmio: true }),
     ...(rootfs.kernelArgs && { kernelArgs: rootfs.kernelArgs }),
     manifests: { kernel, boot, rootfs },
   };

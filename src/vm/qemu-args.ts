@@ -15,6 +15,11 @@ export interface QemuLaunch {
   pidFile: string;
   /** x86_64 only; see docs/architecture.md for the measurement behind the default. */
   x86Machine?: X86Machine;
+  /**
+   * The kernel is made for Firecracker's virtio-mmio devices (Falco's): aarch64's virt gets its
+   * disk, network and rng as virtio-mmio devices, not PCI ones (x86_64: microvm, through x86Machine).
+   */
+  virtioMmio?: boolean;
   kernelArgs?: string[];
   /** The host's TSC rate, for microvm under TCG (see `bootArgs`); unknown: not passed. */
   hostTscKhz?: number;
@@ -33,7 +38,16 @@ export const DEFAULT_X86_MACHINE: X86Machine = "q35";
 
 type BootBase = Pick<
   QemuLaunch,
-  "arch" | "accel" | "cpus" | "memoryMiB" | "kernel" | "initrd" | "x86Machine" | "kernelArgs" | "hostTscKhz"
+  | "arch"
+  | "accel"
+  | "cpus"
+  | "memoryMiB"
+  | "kernel"
+  | "initrd"
+  | "x86Machine"
+  | "virtioMmio"
+  | "kernelArgs"
+  | "hostTscKhz"
 >;
 
 /** Machine, CPU, console and kernel: what every boot of a kernel shares, full machine or bare. */
@@ -47,7 +61,10 @@ export const TCG_AARCH64_CPU = "neoverse-n1";
 function bootArgs(l: BootBase): { args: string[]; bus: "device" | "pci" } {
   const x86Machine = l.x86Machine ?? DEFAULT_X86_MACHINE;
   // microvm has no PCI: its virtio devices sit on MMIO transports announced through ACPI.
-  const bus = l.arch === "x86_64" && x86Machine === "microvm" ? "device" : "pci";
+  const bus =
+    (l.arch === "x86_64" && x86Machine === "microvm") || (l.arch === "aarch64" && l.virtioMmio)
+      ? "device"
+      : "pci";
   const machine =
     l.arch === "aarch64"
       ? ["-M", "virt"]

@@ -31,6 +31,7 @@ export interface BootSpec {
   /** Where the whole console output goes; kept by `stop()`, even inside `workDir`. */
   consoleLog: string;
   x86Machine?: X86Machine;
+  virtioMmio?: boolean;
   kernelArgs?: string[];
   internet?: boolean;
 }

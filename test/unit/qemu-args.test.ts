@@ -46,6 +46,26 @@ describe("qemuArgs", () => {
     expect(valuesOf(micro, "-device")).toContain("virtio-blk-device,drive=root");
   });
 
+  it("gives aarch64 a kernel made for Firecracker (Falco's) virtio-mmio devices on virt, others PCI", () => {
+    const pci = qemuArgs({ ...base, arch: "aarch64", accel: "tcg" });
+    expect(valuesOf(pci, "-device")).toEqual([
+      "virtio-blk-pci,drive=root",
+      "virtio-net-pci,netdev=net0",
+      "virtio-rng-pci",
+    ]);
+    const mmio = qemuArgs({ ...base, arch: "aarch64", accel: "tcg", virtioMmio: true });
+    expect(valuesOf(mmio, "-M")).toEqual(["virt"]);
+    expect(valuesOf(mmio, "-device")).toEqual([
+      "virtio-blk-device,drive=root",
+      "virtio-net-device,netdev=net0",
+      "virtio-rng-device",
+    ]);
+    // x86_64 follows its machine type alone.
+    expect(valuesOf(qemuArgs({ ...base, arch: "x86_64", accel: "tcg", virtioMmio: true }), "-M")).toEqual([
+      "q35",
+    ]);
+  });
+
   it("tells a microvm guest under TCG the host's TSC rate, and nobody else", () => {
     const cmdline = (l: Partial<Parameters<typeof qemuArgs>[0]>) =>
       valuesOf(qemuArgs({ ...base, arch: "x86_64", accel: "tcg", hostTscKhz: 2245786, ...l }), "-append")[0];
