@@ -231,5 +231,9 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     );
     expect(falco).toMatch(/kmatrix: own init at/);
     expect(falco).toMatch(/KMATRIX-READY/);
+    // Made for Firecracker: its disk is a virtio-mmio device (virt's device tree), not a PCI one.
+    const disk = await cli("shell", "falco-6.1", "--arch", "aarch64", "realpath", "/sys/block/vda");
+    expect(disk.exitCode, disk.all).toBe(0);
+    expect(disk.stdout).toMatch(/^\/sys\/devices\/platform\/[0-9a-f]+\.virtio_mmio\/virtio\d+\/block\/vda$/m);
   }, 1_500_000);
 });
