@@ -75,8 +75,11 @@ export class ContainerSession {
     disk: string;
     workDir: string;
     internet?: boolean;
-    /** A host directory mounted read-only (nosuid, nodev) at CROSS_MOUNT (images/cross). */
-    toolchain?: string;
+    /**
+     * A host directory mounted read-only (nosuid, nodev) at CROSS_MOUNT (images/cross), and the
+     * command that shows it works there.
+     */
+    toolchain?: { dir: string; check: string };
     /** QEMU_CPU for programs of the other architecture (qemu-user's default `max` emulates slow pointer authentication). */
     qemuCpu?: string;
   }): Promise<ContainerSession> {
@@ -89,7 +92,7 @@ export class ContainerSession {
       opts.disk,
       opts.workDir,
       opts.internet ?? false,
-      opts.toolchain,
+      opts.toolchain?.dir,
       opts.qemuCpu,
     );
     // The overlay's upper layer is the sandbox's "/" (its root owns it) with a home directory
@@ -106,10 +109,10 @@ export class ContainerSession {
         mode: 0o644,
       });
     }
-    const probe = await session.run("true", { timeoutMs: 60_000 });
+    const probe = await session.run(opts.toolchain?.check ?? "true", { timeoutMs: 60_000 });
     if (probe.exitCode !== 0)
       throw new Error(
-        `cannot enter a sandbox of ${opts.disk}: ${probe.stderr.trim().split("\n").at(-1) || `exit ${probe.exitCode ?? probe.signal}`}`,
+        `cannot enter a sandbox of ${opts.disk}${opts.toolchain ? " with its cross toolchain" : ""}: ${probe.stderr.trim().split("\n").at(-1) || `exit ${probe.exitCode ?? probe.signal}`}`,
       );
     return session;
   }

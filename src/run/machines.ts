@@ -104,7 +104,7 @@ export function realMachines(archive: ArchiveSettings): MachineProvider {
         disk: image.disk,
         workDir,
         internet: machine.vm.internet,
-        toolchain: toolchain?.dir,
+        toolchain,
         // qemu-user's default CPU emulates pointer authentication slowly (sid's gcc: 2.5x slower
         // than on the CPU the machine's VM gets).
         ...(machine.arch !== hostArch() && machine.arch === "aarch64" && { qemuCpu: TCG_AARCH64_CPU }),

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContainerSession } from "../../src/guest/container.js";
 import { ensureKeyPair } from "../../src/guest/keys.js";
 import { cacheRoot } from "../../src/images/cache.js";
-import { type MachineImage, prepareImage } from "../../src/images/index.js";
+import { CROSS_BIN, type MachineImage, prepareCrossToolchain, prepareImage } from "../../src/images/index.js";
 import type { BuilderRecord, CellRecord } from "../../src/results/types.js";
 import { CLI, defaultMatrix, machine } from "./helpers.js";
 
@@ -145,6 +145,42 @@ describe("the builder sandbox", () => {
     } finally {
       await s.stop();
     }
+  });
+
+  it("gives the other architecture the host's cross compilers, read-only, or refuses to start", async () => {
+    const cross = await prepareCrossToolchain(machine("debian-bookworm-6.1", "aarch64"), arm.disk, {
+      archive: defaultMatrix.archive,
+      hostArch: "x86_64",
+      log: () => {},
+    });
+    if (!("dir" in cross)) throw new Error(`no cross toolchain: ${cross.unusable}`);
+    const s = await ContainerSession.start({
+      disk: arm.disk,
+      workDir: join(scratch, "cross"),
+      toolchain: cross,
+    });
+    try {
+      // gcc, first on PATH, is the host's (x86_64, e_machine 62) and makes aarch64 objects (183).
+      const r = await s.run(
+        `export PATH=${CROSS_BIN}:$PATH; echo 'int f(void) { return 1; }' > /tmp/t.c && gcc -O2 -c /tmp/t.c -o /tmp/t.o && od -An -tu2 -j18 -N2 /tmp/t.o && od -An -tu2 -j18 -N2 "$(command -v gcc)" && command -v gcc`,
+      );
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(
+        r.stdout
+          .trim()
+          .split("\n")
+          .map((l) => l.trim()),
+      ).toEqual(["183", "62", `${CROSS_BIN}/gcc`]);
+      const write = await s.run(`touch ${CROSS_BIN}/gcc`);
+      expect(write.exitCode).not.toBe(0);
+    } finally {
+      await s.stop();
+    }
+    // A toolchain that does not work is the harness's failure at start, never a compile step's.
+    const broken = { dir: scratch, check: cross.check };
+    await expect(
+      ContainerSession.start({ disk: arm.disk, workDir: join(scratch, "cross-broken"), toolchain: broken }),
+    ).rejects.toThrow(/with its cross toolchain/);
   });
 
   it("copies nothing of the host out of an out dir replaced by a link to /", async () => {

@@ -130,7 +130,7 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
     hasKvm: async () => script.kvm ?? false,
     crossToolchain: async () =>
       script.crossToolchain
-        ? { dir: "/fake/toolchain", describe: "compilers run natively: fake-gcc" }
+        ? { dir: "/fake/toolchain", describe: "compilers run natively: fake-gcc", check: "true" }
         : { unusable: "the fake host has none" },
   };
   return { provider, log };

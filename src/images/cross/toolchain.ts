@@ -31,6 +31,12 @@ export interface CrossToolchain {
   dir: string;
   /** One line for the progress display and the machine's summary. */
   describe: string;
+  /**
+   * A command that compiles a line of C with the toolchain inside the sandbox: if it fails, the
+   * toolchain is broken (a harness error), and a compile step failing with it must not be blamed
+   * on the driver.
+   */
+  check: string;
 }
 
 /** Why a machine's compile steps cannot have the host's cross compilers. */
@@ -188,8 +194,10 @@ export async function prepareCrossToolchain(
   const mismatch = versionMismatch(pairs, crossInstalled);
   if (mismatch) return { unusable: `no cross compiler of the same version (${mismatch})` };
   const gcc = pairs.filter((p) => /^gcc-\d+$/.test(p.machine));
+  const [first] = gcc;
   return {
     dir: join(dir, "tree"),
+    check: `echo 'int kmatrix;' | ${CROSS_BIN}/${recipe.targetTriplet}-${first?.machine ?? "gcc"} -x c -c -o /dev/null -`,
     describe: `compilers run natively: ${gcc.map((p) => `${p.cross} ${crossInstalled.get(p.cross)}`).join(", ")} (the machine's ${gcc.map((p) => `${p.machine} ${p.machineVersion}`).join(", ")})`,
   };
 }
