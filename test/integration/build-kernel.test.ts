@@ -8,17 +8,8 @@ import type { Machine } from "../../src/config/types.js";
 import type { DebianArchive } from "../../src/images/debian-archive.js";
 import { localKernelSource } from "../../src/images/local/index.js";
 import type { CellRecord } from "../../src/results/types.js";
-import { CLI } from "./helpers.js";
+import { CLI, EXAMPLE_TESTS, type KeyEntry } from "./helpers.js";
 import { type LinuxSource, linuxSourceTarball } from "./linux-source.js";
-
-const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
-
-interface KeyEntry {
-  machineId: string;
-  kind: string;
-  entry: string;
-  dir: string;
-}
 
 // `kernel: { source: build }` on a real tree: Debian's linux-source-6.1 tarball, configured from
 // tinyconfig (the smallest start; kmatrix adds what a machine and the example plan need), built
@@ -62,7 +53,7 @@ describe("kernel: { source: build } (Debian's linux-source-6.1, tinyconfig)", ()
     const started = Date.now();
     const r = await cli("run", "--plan", "example", "--machine", machine, "--output", out);
     const seconds = (Date.now() - started) / 1000;
-    for (const test of TESTS) {
+    for (const test of EXAMPLE_TESTS) {
       const cell: CellRecord = JSON.parse(
         await readFile(join(out, "cells", `${machine}@x86_64`, `${test}.json`), "utf8"),
       );

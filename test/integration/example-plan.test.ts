@@ -6,9 +6,7 @@ import { describe, expect, it } from "vitest";
 import { checkReportsAgree } from "../../src/report/index.js";
 import type { BuilderRecord, CellRecord, RunRecord } from "../../src/results/types.js";
 import { hostArch } from "../../src/vm/accel.js";
-import { CLI, qemuProcesses } from "./helpers.js";
-
-const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
+import { CLI, EXAMPLE_TESTS, qemuProcesses } from "./helpers.js";
 
 // The whole pipeline on one kernel per architecture: images, builders (skeleton, runner), in-machine
 // driver builds, real captures, verdicts and every report.
@@ -27,7 +25,7 @@ describe("the example plan on debian-bookworm-6.1, x86_64 and aarch64", () => {
     const r = await child;
     const run: RunRecord = JSON.parse(await readFile(join(out, "run.json"), "utf8"));
     for (const arch of ["x86_64", "aarch64"]) {
-      for (const test of TESTS) {
+      for (const test of EXAMPLE_TESTS) {
         const cell: CellRecord = JSON.parse(
           await readFile(join(out, "cells", `debian-bookworm-6.1@${arch}`, `${test}.json`), "utf8"),
         );

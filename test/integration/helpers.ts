@@ -19,3 +19,14 @@ export async function qemuProcesses(needle = "qemu-system"): Promise<string[]> {
 }
 
 export const CLI = new URL("../../dist/src/cli/main.js", import.meta.url).pathname;
+
+/** The example plan's tests, in its order. */
+export const EXAMPLE_TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
+
+/** One entry of `kmatrix images keys --json`. */
+export interface KeyEntry {
+  machineId: string;
+  kind: string;
+  entry: string;
+  dir: string;
+}

@@ -4,18 +4,10 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { CellRecord } from "../../src/results/types.js";
-import { CLI } from "./helpers.js";
+import { CLI, EXAMPLE_TESTS, type KeyEntry } from "./helpers.js";
 import { buildLocalKernelFixture, type LocalKernelFixture } from "./local-kernel-fixture.js";
 
-const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
 const MACHINE = "local-6.1@x86_64";
-
-interface KeyEntry {
-  machineId: string;
-  kind: string;
-  entry: string;
-  dir: string;
-}
 
 // `kernel: { source: local }` on a real build directory: Debian bookworm's cloud kernel laid out as
 // its build would leave it (local-kernel-fixture.ts), so no kernel is compiled here.
@@ -57,7 +49,7 @@ describe("kernel: { source: local, path } (a kernel build directory)", () => {
   it("runs the example plan green on it, with the tree as /lib/modules/<release>/build", async () => {
     const out = join(await mkdtemp(join(tmpdir(), "kmx-local-run-")), "run");
     const r = await cli("run", "--plan", "example", "--machine", "local-6.1", "--output", out);
-    for (const test of TESTS) {
+    for (const test of EXAMPLE_TESTS) {
       const cell: CellRecord = JSON.parse(
         await readFile(join(out, "cells", MACHINE, `${test}.json`), "utf8"),
       );

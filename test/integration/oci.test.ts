@@ -5,7 +5,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ARM64_IMAGE_MAGIC, arm64Image, pvhEntry } from "../../src/images/oci/elf.js";
 import type { CellRecord, RunRecord } from "../../src/results/types.js";
-import { CLI } from "./helpers.js";
+import { CLI, EXAMPLE_TESTS, type KeyEntry } from "./helpers.js";
 import {
   buildOciFixture,
   type OciFixture,
@@ -13,15 +13,6 @@ import {
   startRegistry,
   vmlinuxFromBzImage,
 } from "./oci-fixture.js";
-
-const TESTS = ["kmod_build", "kmod_open", "bpf_build", "bpf_open", "modern_bpf_open"];
-
-interface KeyEntry {
-  machineId: string;
-  kind: string;
-  entry: string;
-  dir: string;
-}
 
 // Machines from OCI images in a real registry (Debian's docker-registry on 127.0.0.1), made by
 // oci-fixture.ts from kmatrix's own bookworm machines: Falco's layout (x86_64: ELF vmlinux booted
@@ -153,7 +144,7 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     );
     let stalls = 0;
     for (const machine of ["falco-6.1@x86_64", "lvh-6.1@x86_64"])
-      for (const test of TESTS) {
+      for (const test of EXAMPLE_TESTS) {
         const cell: CellRecord = JSON.parse(
           await readFile(join(out, "cells", machine, `${test}.json`), "utf8"),
         );
@@ -202,7 +193,7 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     const run: RunRecord = JSON.parse(await readFile(join(out, "run.json"), "utf8"));
     const m = run.machines.find((x) => x.machineId === "falco-6.1@aarch64");
     let stalls = 0;
-    for (const test of TESTS) {
+    for (const test of EXAMPLE_TESTS) {
       const cell: CellRecord = JSON.parse(
         await readFile(join(out, "cells", "falco-6.1@aarch64", `${test}.json`), "utf8"),
       );
