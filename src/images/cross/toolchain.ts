@@ -3,7 +3,7 @@ import { join, posix } from "node:path";
 import { execa } from "execa";
 import type { Arch, ArchiveSettings, Machine } from "../../config/types.js";
 import { buildOnce, cacheRoot, contentKey } from "../cache.js";
-import { debArchOf } from "../debian-archive.js";
+import { type DebArch, debArchOf } from "../debian-archive.js";
 import { mmdebstrap } from "../rootfs.js";
 import { installedInDisk, installedPackages, upstreamVersion } from "./dpkg-status.js";
 
@@ -57,7 +57,7 @@ interface ToolchainManifest {
 interface ToolchainRecipe {
   v: 1;
   suite: string;
-  hostDebArch: string;
+  hostDebArch: DebArch;
   targetTriplet: string;
   packages: string[];
   mirror: string;
@@ -170,7 +170,7 @@ export async function prepareCrossToolchain(
     await mmdebstrap(
       {
         variant: "essential",
-        debArch: recipe.hostDebArch as "amd64" | "arm64",
+        debArch: recipe.hostDebArch,
         packages,
         suite: recipe.suite,
         suites: [recipe.suite],
@@ -208,10 +208,9 @@ export async function prepareCrossToolchain(
  * serves the libraries' own dependencies), and CROSS_BIN gets hard links under the machine's names.
  */
 async function relocate(tree: string, triplet: string, hostTriplet: string): Promise<void> {
-  const programs: string[] = [];
   const usrBin = join(tree, "usr/bin");
-  for (const name of await readdir(usrBin))
-    if (name.startsWith(`${triplet}-`)) programs.push(join(usrBin, name));
+  const tools = (await readdir(usrBin)).filter((name) => name.startsWith(`${triplet}-`));
+  const programs = tools.map((name) => join(usrBin, name));
   for (const dir of ["usr/lib/gcc-cross", "usr/libexec/gcc-cross", `usr/${triplet}/bin`])
     programs.push(...(await filesUnder(join(tree, dir))));
 
@@ -235,14 +234,12 @@ async function relocate(tree: string, triplet: string, hostTriplet: string): Pro
 
   const bin = join(tree, "usr/kmatrix-bin");
   await mkdir(bin, { recursive: true });
-  for (const name of await readdir(usrBin)) {
-    if (!name.startsWith(`${triplet}-`)) continue;
+  for (const name of tools) {
     const from = join(usrBin, name);
-    for (const as of [name, name.slice(triplet.length + 1)]) {
-      // Links between the tools (gcc → gcc-12) are relative and kept as they are.
-      if ((await lstat(from)).isSymbolicLink()) await symlink(await readlink(from), join(bin, as));
-      else await link(from, join(bin, as));
-    }
+    // Links between the tools (gcc → gcc-12) are relative and kept as they are.
+    const linkTo = (await lstat(from)).isSymbolicLink() ? await readlink(from) : undefined;
+    for (const as of [name, name.slice(triplet.length + 1)])
+      await (linkTo ? symlink(linkTo, join(bin, as)) : link(from, join(bin, as)));
   }
   for (const [name, target] of [
     ["cc", "gcc"],
