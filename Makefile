@@ -9,7 +9,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils passt qemu-user-stati
 	mmdebstrap arch-test e2fsprogs cpio kmod xz-utils zstd gzip util-linux dpkg coreutils \
 	git mount bash bubblewrap slirp4netns gpgv debian-archive-keyring gpg chromium fonts-noto-color-emoji \
 	skopeo umoci openssh-client lz4 docker-registry patchelf \
-	make gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross pahole tar flex bison bc libelf-dev libssl-dev
+	make gcc binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross pahole tar flex bison bc libelf-dev libssl-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run test setup deps build lint unit integration bench clean

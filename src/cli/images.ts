@@ -90,10 +90,13 @@ export async function listImages(flags: { json?: boolean }): Promise<void> {
     return;
   }
   for (const e of all) {
-    const m = e.manifest as { builtAt?: string; buildSeconds?: number; layout?: string } | undefined;
+    const m = e.manifest as
+      | { builtAt?: string; buildSeconds?: number; layout?: string; pvhShim?: string }
+      | undefined;
     const facts = m ? `built ${m.builtAt} in ${m.buildSeconds?.toFixed(0)} s` : "incomplete";
-    // OCI entries say which kind of image they came from (kernel: falco, lvh; disk: systemd, container).
-    const layout = m?.layout ? `, ${m.layout} layout` : "";
+    // OCI entries say which kind of image they came from (kernel: falco, lvh; disk: systemd, container),
+    // and a kernel without a PVH note that it boots through kmatrix's shim.
+    const layout = m?.layout ? `, ${m.layout} layout${m.pvhShim ? ", booted through the PVH shim" : ""}` : "";
     console.log(`${e.kind.padEnd(8)} ${e.dir.split("/").pop()?.padEnd(48)} ${facts}${layout}`);
   }
   for (const name of await readdir(join(cacheRoot(), "oci")).catch(() => [] as string[])) {

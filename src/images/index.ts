@@ -16,6 +16,7 @@ import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
 import { localKernelSource } from "./local/index.js";
 import { ociKernelSource } from "./oci/kernel.js";
 import { ociRootDiskSource } from "./oci/root-disk.js";
+import { packPvhModule } from "./pvh-shim/index.js";
 import type { BuiltRootDisk, RootDiskContext, RootDiskPlan, RootDiskSource } from "./root-disk.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "./source.js";
 
@@ -252,6 +253,9 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
       initrd,
     );
     await buildBareInitrd(busybox, tmp, join(tmp, "bare.img"));
+    if (kernel.pvhShim)
+      for (const [from, to] of Object.entries(PVH_MODULES))
+        await packPvhModule(files.vmlinuz, join(tmp, from), join(tmp, to));
     await rm(bbTree, { recursive: true, force: true });
     await rm(join(tmp, "initrd-root"), { recursive: true, force: true });
     return { kind: "boot" as const, modules, files: { "initrd.img": await fileFacts(initrd) } };
@@ -263,13 +267,16 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     return { kind: "rootfs" as const, ...built, files: { "disk.ext4": await fileFacts(disk) } };
   });
 
+  // A kernel booted through the PVH shim: QEMU boots the shim, the kernel rides in its module.
+  const inBoot = (initrd: keyof typeof PVH_MODULES) =>
+    join(plan.boot.dir, kernel.pvhShim ? PVH_MODULES[initrd] : initrd);
   return {
     machineId: machine.id,
     kernelRelease: resolved.release,
     kernelVersion: resolved.version,
-    vmlinuz: files.vmlinuz,
-    initrd: join(plan.boot.dir, "initrd.img"),
-    bareInitrd: join(plan.boot.dir, "bare.img"),
+    vmlinuz: kernel.pvhShim ? inKernel(kernel.pvhShim) : files.vmlinuz,
+    initrd: inBoot("initrd.img"),
+    bareInitrd: inBoot("bare.img"),
     disk: join(plan.rootfs.dir, "disk.ext4"),
     ...(kernel.x86Machine && { x86Machine: kernel.x86Machine }),
     ...(kernel.layout === "falco" && { virtioMmio: true }),
@@ -277,6 +284,9 @@ async function prepareResolved(machine: Machine, opts: PrepareOptions): Promise<
     manifests: { kernel, boot, rootfs },
   };
 }
+
+/** The boot entry's initrds packed with the vmlinux, for a kernel booted through the PVH shim. */
+const PVH_MODULES = { "initrd.img": "pvh-initrd.img", "bare.img": "pvh-bare.img" } as const;
 
 /** buildOnce plus the facts every manifest carries (key, recipe, when, how long). */
 async function timed<M extends object>(
@@ -314,7 +324,8 @@ export async function findCachedProbeKernel(
     for (const k of await readdir(join(root, "kernels")).catch(() => [] as string[])) {
       if (!k.endsWith(`-${kernelKey}`)) continue;
       const kernel = await readManifest<KernelManifest>(join(root, "kernels", k));
-      if (kernel?.resolved.debArch === debArchOf(arch))
+      // (A kernel booted through the PVH shim needs its packed module: not worth finding here.)
+      if (kernel?.resolved.debArch === debArchOf(arch) && !kernel.pvhShim)
         return {
           kernel: join(root, "kernels", k, kernel.vmlinuz),
           bareInitrd: join(root, "boot", name, "bare.img"),

@@ -56,6 +56,11 @@ export interface MaterializedKernel {
   layout?: string;
   /** x86_64: the QEMU machine it needs, when not q35 (a kernel made for virtio-mmio). */
   x86Machine?: "microvm";
+  /**
+   * x86_64: a vmlinux without a PVH entry boots through this shim (images/pvh-shim), with the
+   * vmlinux (`vmlinuz`) and the initrd packed as its module.
+   */
+  pvhShim?: string;
 }
 
 /** One kind of kernel source (`kernel.source` in the matrix). */

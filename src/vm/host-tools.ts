@@ -68,6 +68,12 @@ export const HOST_TOOLS: readonly HostTool[] = [
     purpose: "an sshd host key for OCI root disks without one",
   },
   { program: "lz4", pkg: "lz4", purpose: "reads lz4-compressed initrds of OCI kernels" },
+  {
+    program: "gcc",
+    pkg: "gcc",
+    purpose: "compiles x86_64 kernels, and the boot shim of OCI kernels without a PVH note",
+  },
+  { program: "ld", pkg: "binutils", purpose: "links the boot shim of OCI kernels without a PVH note" },
   // Plan sources.
   { program: "git", pkg: "git", purpose: "fetches git sources, lists a source tree's files" },
   // Builder sandboxes (src/guest/container.ts): unshare, then its set-up script as root, which
@@ -89,7 +95,6 @@ export const HOST_TOOLS: readonly HostTool[] = [
   },
   // Kernels kmatrix builds (`source: build`, src/images/build/): the kernel's own build needs.
   { program: "make", pkg: "make", purpose: "builds kernels", scope: "kernel-build" },
-  { program: "gcc", pkg: "gcc", purpose: "compiles x86_64 kernels", scope: "kernel-build" },
   {
     program: "aarch64-linux-gnu-gcc",
     pkg: "gcc-aarch64-linux-gnu",

@@ -43,7 +43,7 @@ import { createGunzip, createGzip, gzipSync } from "node:zlib";
 import { execa } from "execa";
 import { buildOnce, cacheRoot, contentKey } from "../../src/images/cache.js";
 import { type ImagePlan, type MachineImage, planImage, prepareImage } from "../../src/images/index.js";
-import { arm64Image } from "../../src/images/oci/elf.js";
+import { arm64Image, pvhEntry, readElf, XEN_ELFNOTE_PHYS32_ENTRY } from "../../src/images/oci/elf.js";
 import { readInitrd } from "../../src/images/oci/initrd-modules.js";
 import { defaultMatrix, machine } from "./helpers.js";
 
@@ -66,10 +66,12 @@ export interface OciFixture {
 
 export async function buildOciFixture(log: (l: string) => void = () => {}): Promise<OciFixture> {
   const x86 = await buildX86Fixture(log);
+  const noPvh = await buildNoPvhFixture(x86.debian);
   const arm = await buildArm64Fixture(log);
   return {
     layouts: [
       { name: "falco-kernel", dir: join(x86.dir, "falco-kernel"), tags: ["6.1-x86_64"] },
+      { name: "falco-kernel", dir: noPvh, tags: ["6.1-x86_64-nopvh"] },
       { name: "lvh-kernel", dir: join(x86.dir, "lvh-kernel"), tags: ["6.1-main"] },
       { name: "root", dir: join(x86.dir, "root"), tags: ["plain"] },
       { name: "falco-kernel", dir: join(arm.dir, "falco-kernel"), tags: ["6.1-aarch64", "6.1-aarch64-gz"] },
@@ -161,6 +163,54 @@ async function buildX86Fixture(
     return { kind: "oci-fixture", recipe, release };
   });
   return { dir, release, debian };
+}
+
+/**
+ * Falco's x86_64 layout with a kernel as old ones are (before 5.0, or built without CONFIG_PVH):
+ * the same vmlinux with its PVH entry note's type changed, so QEMU cannot boot it directly and
+ * kmatrix boots it through its shim (src/images/pvh-shim). Its own entry: the bigger x86_64
+ * fixture stays as it was.
+ */
+async function buildNoPvhFixture(debian: MachineImage): Promise<string> {
+  const recipe = { v: 1, kernel: debian.manifests.kernel.key };
+  const dir = join(cacheRoot(), "test-fixtures", `oci-nopvh-${contentKey(recipe)}`);
+  await buildOnce(dir, async (tmp) => {
+    const kernel = debian.manifests.kernel;
+    const kdir = join(cacheRoot(), "kernels", `${debian.kernelRelease}-${kernel.key}`);
+    const falco = join(tmp, "falco-tree");
+    await mkdir(join(falco, "boot"), { recursive: true });
+    await mkdir(join(falco, "lib/modules"), { recursive: true });
+    await writeFile(join(falco, "lib/modules/.placeholder"), "");
+    const vmlinux = withoutPvhNote(await vmlinuxFromBzImage(await readFile(debian.vmlinuz)));
+    await writeFile(join(falco, "boot/vmlinux"), vmlinux);
+    await writeFile(
+      join(falco, "boot/initrd"),
+      await falcoInitrd(debian, join(kdir, kernel.modulesDir), debian.kernelRelease, tmp),
+    );
+    await ociLayout(join(tmp, "falco-kernel"), [
+      { tag: "6.1-x86_64-nopvh", layers: [await tarLayer(falco, tmp, "falco-nopvh")] },
+    ]);
+    await rm(falco, { recursive: true });
+    for (const f of await readdir(tmp)) if (f.endsWith(".tar.gz")) await rm(join(tmp, f));
+    return { kind: "oci-fixture", recipe };
+  });
+  return join(dir, "falco-kernel");
+}
+
+/** A copy of an x86_64 vmlinux whose PVH entry note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) is no longer one. */
+export function withoutPvhNote(vmlinux: Buffer): Buffer {
+  const out = Buffer.from(vmlinux);
+  for (const seg of readElf(out).segments.filter((s) => s.type === 4 /* PT_NOTE */))
+    for (let o = seg.offset; o + 12 <= seg.offset + seg.filesz; ) {
+      const namesz = out.readUInt32LE(o);
+      const descsz = out.readUInt32LE(o + 4);
+      const name = out.toString("latin1", o + 12, o + 12 + namesz).replace(/\0+$/, "");
+      if (name === "Xen" && out.readUInt32LE(o + 8) === XEN_ELFNOTE_PHYS32_ENTRY)
+        out.writeUInt32LE(0x7fff, o + 8);
+      o += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3);
+    }
+  if (pvhEntry(out) !== undefined) throw new Error("the vmlinux's PVH note is still there");
+  return out;
 }
 
 async function buildArm64Fixture(

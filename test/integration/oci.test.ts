@@ -45,6 +45,8 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
         `  - { name: falco-6.1, arch: aarch64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1" }, rootfs: { source: oci, image: "${repo}/root:systemd" } }`,
         // Its kernel gzip'd, as distributions ship an arm64 vmlinuz.
         `  - { name: falco-gz, arch: aarch64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1-aarch64-gz" }, rootfs: { source: oci, image: "${repo}/root:systemd" } }`,
+        // The same kernel without its PVH note, as Falco's older kernels are: booted through the shim.
+        `  - { name: falco-nopvh, arch: x86_64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64-nopvh" }, rootfs: { source: oci, image: "${repo}/root:systemd" } }`,
         `  - { name: lvh-6.1, arch: x86_64, kernel: { source: oci, image: "${repo}/lvh-kernel:6.1-main" }, rootfs: { source: oci, image: "${repo}/root:plain" } }`,
         // A kernel image is no root disk: no shell, no sshd.
         `  - { name: no-shell, arch: x86_64, kernel: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64" }, rootfs: { source: oci, image: "${repo}/falco-kernel:6.1-x86_64" } }`,
@@ -69,18 +71,37 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
   });
 
   it("pulls, recognises the layouts, and refuses a root disk without a shell by name", async () => {
-    const built = await cli("images", "build", "falco-6.1", "lvh-6.1", "--arch", "x86_64");
+    const built = await cli("images", "build", "falco-6.1", "falco-nopvh", "lvh-6.1", "--arch", "x86_64");
     expect(built.exitCode, built.all).toBe(0);
     const list = await execa("node", [CLI, "images", "list"], { all: true });
     expect(list.stdout).toMatch(/^kernels .* falco layout$/m);
+    expect(list.stdout).toMatch(/^kernels .* falco layout, booted through the PVH shim$/m);
     expect(list.stdout).toMatch(/^kernels .* lvh layout$/m);
     expect(list.stdout).toMatch(/^rootfs +oci-root-amd64-\S+ .* systemd layout$/m);
     expect(list.stdout).toMatch(/^rootfs +oci-root-amd64-\S+ .* container layout$/m);
-    const keys = await cli("images", "keys", "falco-6.1", "lvh-6.1", "--arch", "x86_64", "--json");
+    const keys = await cli(
+      "images",
+      "keys",
+      "falco-6.1",
+      "falco-nopvh",
+      "lvh-6.1",
+      "--arch",
+      "x86_64",
+      "--json",
+    );
     const entries = (JSON.parse(keys.stdout) as { entries: KeyEntry[] }).entries;
     const kernel = JSON.parse(await readFile(join(entries[0]?.dir ?? "", "manifest.json"), "utf8"));
     expect(kernel).toMatchObject({ layout: "falco", x86Machine: "microvm", vmlinuz: "vmlinux" });
+    expect(kernel.pvhShim).toBeUndefined();
     expect(kernel.resolved.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    // Without its PVH note: the shim, built into the kernel's entry, is what QEMU boots.
+    const noPvh = entries.find((e) => e.machineId === "falco-nopvh@x86_64" && e.kind === "kernels");
+    const noPvhKernel = JSON.parse(await readFile(join(noPvh?.dir ?? "", "manifest.json"), "utf8"));
+    expect(noPvhKernel).toMatchObject({ layout: "falco", x86Machine: "microvm", pvhShim: "pvh-shim.elf" });
+    const shim = await readFile(join(noPvh?.dir ?? "", "pvh-shim.elf"));
+    // A 32-bit x86 ELF (QEMU enters PVH code in 32-bit mode) with the Xen note QEMU looks for.
+    expect([shim.readUInt32BE(0), shim[4], shim.readUInt16LE(18)]).toEqual([0x7f454c46, 1, 3]);
+    expect(shim.includes(Buffer.from("Xen\0"))).toBe(true);
 
     // The pulls these machines use are kept by prune.
     const prune = await cli("images", "prune", "--dry-run");
@@ -121,7 +142,7 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     expect(kernel.resolved.digest).not.toBe(x86Manifest.resolved.digest);
   });
 
-  it("runs the example plan green on both, with the registry gone (cached digests need no network)", async () => {
+  it("runs the example plan green on all three, with the registry gone (cached digests need no network)", async () => {
     await registry?.stop();
     registry = undefined;
     const out = join(tmp, "run");
@@ -131,6 +152,8 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
       "example",
       "-m",
       "falco-6.1",
+      "-m",
+      "falco-nopvh",
       "-m",
       "lvh-6.1",
       "--arch",
@@ -143,7 +166,7 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
       out,
     );
     let stalls = 0;
-    for (const machine of ["falco-6.1@x86_64", "lvh-6.1@x86_64"])
+    for (const machine of ["falco-6.1@x86_64", "falco-nopvh@x86_64", "lvh-6.1@x86_64"])
       for (const test of EXAMPLE_TESTS) {
         const cell: CellRecord = JSON.parse(
           await readFile(join(out, "cells", machine, `${test}.json`), "utf8"),
@@ -165,9 +188,11 @@ describe("kernel/rootfs: { source: oci } from a registry on 127.0.0.1", () => {
     const consoles = await readdir(join(out, "consoles"));
     const consoleOf = async (prefix: string) =>
       readFile(join(out, "consoles", consoles.find((c) => c.startsWith(prefix)) ?? "none"), "utf8");
-    const falco = await consoleOf("falco-6.1@x86_64");
-    expect(falco).toMatch(/kmatrix: own init at/);
-    expect(falco).toMatch(/KMATRIX-READY/);
+    for (const name of ["falco-6.1@x86_64", "falco-nopvh@x86_64"]) {
+      const falco = await consoleOf(name);
+      expect(falco).toMatch(/kmatrix: own init at/);
+      expect(falco).toMatch(/KMATRIX-READY/);
+    }
     const lvh = await consoleOf("lvh-6.1@x86_64");
     expect(lvh).toMatch(/kmatrix: stage 2 at/);
     expect(lvh).not.toMatch(/own init/);

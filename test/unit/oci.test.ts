@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -20,6 +20,7 @@ import { modulesOfInitrd } from "../../src/images/oci/initrd-modules.js";
 import { bootableVmlinux } from "../../src/images/oci/kernel.js";
 import { assertNoLinks, detectKernelLayout, detectRootDiskLayout } from "../../src/images/oci/layout.js";
 import { dockerTransport, parseImageRef, selectPlatform } from "../../src/images/oci/reference.js";
+import { packPvhModule, pvhShimRefusal } from "../../src/images/pvh-shim/index.js";
 import { UsageError } from "../../src/util/errors.js";
 
 interface Seg {
@@ -106,11 +107,18 @@ describe("vmlinux (ELF) reading", () => {
     expect(kernelRelease(Buffer.from("no banner here"))).toBeUndefined();
   });
 
-  it("boots an x86_64 vmlinux only with its PVH note, and says why not", () => {
-    expect(bootableVmlinux(withPvh, "x86_64", "img").name).toBe("vmlinux");
-    expect(() => bootableVmlinux(withoutPvh, "x86_64", "img")).toThrow(
-      /^img: \/boot\/vmlinux has no PVH entry note \(Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY\).*CONFIG_PVH=y/,
+  it("boots an x86_64 vmlinux through its PVH note, else through the shim, and says when it cannot", () => {
+    expect(bootableVmlinux(withPvh, "x86_64", "img")).toMatchObject({ name: "vmlinux", bytes: withPvh });
+    expect(bootableVmlinux(withPvh, "x86_64", "img").shim).toBeUndefined();
+    expect(bootableVmlinux(withoutPvh, "x86_64", "img")).toMatchObject({ name: "vmlinux", shim: true });
+    // The shim lives at 1 MiB and enters 32-bit code: a kernel below 2 MiB or above 4 GiB is refused.
+    const low = elf(EM_X86_64, [{ type: 1, paddr: 0x100000n, data: BANNER }]);
+    expect(() => bootableVmlinux(low, "x86_64", "img")).toThrow(
+      "img: /boot/vmlinux has no PVH entry note and cannot be booted through its 64-bit entry: a segment's physical address 0x100000 is outside 2 MiB–4 GiB",
     );
+    const high = elf(EM_X86_64, [{ type: 1, paddr: 0xffff0000n, data: BANNER, memsz: 0x20000 }]);
+    expect(pvhShimRefusal(high)).toMatch(/0xffff0000 is outside 2 MiB–4 GiB/);
+    expect(pvhShimRefusal(withoutPvh)).toBeUndefined();
     expect(() => bootableVmlinux(Buffer.from("MZ not an elf".padEnd(80)), "x86_64", "img")).toThrow(
       "img: /boot/vmlinux: not an ELF file",
     );
@@ -240,6 +248,28 @@ function newc(entries: { name: string; mode: number; data?: string }[]): Buffer 
   }
   return Buffer.concat(parts);
 }
+
+describe("the PVH shim's module", () => {
+  it("packs a header, the vmlinux at 4 KiB and the initrd at the next page after it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kmx-pvh-"));
+    try {
+      const vmlinux = Buffer.alloc(5000, 0xaa);
+      const initrd = Buffer.alloc(300, 0xbb);
+      await writeFile(join(dir, "vmlinux"), vmlinux);
+      await writeFile(join(dir, "initrd"), initrd);
+      await packPvhModule(join(dir, "vmlinux"), join(dir, "initrd"), join(dir, "module"));
+      const m = await readFile(join(dir, "module"));
+      // shim.c: struct module_header { magic[8]; vmlinux_offset, vmlinux_size, initrd_offset, initrd_size }
+      expect(m.toString("latin1", 0, 8)).toBe("KMXPVH01");
+      expect([8, 12, 16, 20].map((o) => m.readUInt32LE(o))).toEqual([4096, 5000, 12288, 300]);
+      expect(m.subarray(4096, 4096 + 5000).equals(vmlinux)).toBe(true);
+      expect(m.subarray(12288).equals(initrd)).toBe(true);
+      expect(m.length).toBe(12288 + 300);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("modules out of a Falco initrd", () => {
   it("takes regular *.ko files by base name from every archive, nothing else", async () => {

@@ -6,7 +6,7 @@
  */
 import { gunzipSync } from "node:zlib";
 
-const PT_LOAD = 1;
+export const PT_LOAD = 1;
 const PT_NOTE = 4;
 /** XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit physical entry point of the PVH boot protocol. */
 export const XEN_ELFNOTE_PHYS32_ENTRY = 18;

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import type { Arch } from "../../config/types.js";
 import { cacheRoot } from "../cache.js";
+import { buildPvhShim, PVH_SHIM, pvhShimKey, pvhShimRefusal } from "../pvh-shim/index.js";
 import type { KernelRecipe, KernelSource, MaterializedKernel, SourceContext } from "../source.js";
 import { arm64Image, EM_X86_64, kernelRelease, pvhEntry, readElf } from "./elf.js";
 import { modulesOfInitrd } from "./initrd-modules.js";
@@ -42,6 +43,8 @@ interface OciKernelResolved {
 interface KernelFacts {
   layout: KernelLayout["layout"];
   release: string;
+  /** An x86_64 Falco kernel: booted through its PVH note, or through kmatrix's shim (images/pvh-shim). */
+  x86Entry?: "pvh" | "shim";
 }
 
 function ociKernel(ctx: SourceContext): { image: string; opts: PullOptions } {
@@ -63,7 +66,14 @@ export const ociKernelSource: KernelSource = {
       layout: facts.layout,
     };
     return {
-      recipe: { v: RECIPE_VERSION, source: "oci", digest: img.digest, arch: ctx.machine.arch },
+      recipe: {
+        v: RECIPE_VERSION,
+        source: "oci",
+        digest: img.digest,
+        arch: ctx.machine.arch,
+        // Only kernels booted through the shim carry its key: the others' keys stay as they were.
+        ...(facts.x86Entry === "shim" && { pvhShim: await pvhShimKey() }),
+      },
       release: facts.release,
       version: facts.release,
       // Neither layout has headers: a root disk that builds drivers brings its own (Falco's do).
@@ -86,6 +96,7 @@ export const ociKernelSource: KernelSource = {
       const vmlinux = await readFile(join(tree, layout.vmlinux));
       const kernel = bootableVmlinux(vmlinux, ctx.machine.arch, r.image);
       await writeFile(join(into, kernel.name), kernel.bytes);
+      if (kernel.shim) await buildPvhShim(into);
       if (layout.initrd) {
         const dir = join(into, modulesDir, "kernel");
         await mkdir(dir, { recursive: true });
@@ -96,6 +107,7 @@ export const ociKernelSource: KernelSource = {
         vmlinuz: kernel.name,
         modulesDir,
         layout: "falco",
+        ...(kernel.shim && { pvhShim: PVH_SHIM }),
         // Falco's kernels are made for Firecracker's virtio-mmio devices, which microvm has too.
         ...(ctx.machine.arch === "x86_64" && { x86Machine: "microvm" as const }),
       };
@@ -114,16 +126,17 @@ export const ociKernelSource: KernelSource = {
 };
 
 /**
- * The file QEMU's -kernel boots: on x86_64 the ELF itself, through its PVH entry; on arm64 an
- * `Image`: made from an ELF (elf.ts says why QEMU cannot boot an arm64 ELF as Linux), or the file
- * itself when it is a raw Image (Firecracker boots those, so Falco's aarch64 images hold one), or
- * a gzip-compressed Image decompressed. Anything else: one line naming the image and what it holds.
+ * The kernel file QEMU boots: on x86_64 the ELF itself, through its PVH entry, or through
+ * kmatrix's shim when it has none (`shim`: images/pvh-shim); on arm64 an `Image`: made from an ELF
+ * (elf.ts says why QEMU cannot boot an arm64 ELF as Linux), or the file itself when it is a raw
+ * Image (Firecracker boots those, so Falco's aarch64 images hold one), or a gzip-compressed Image
+ * decompressed. Anything else: one line naming the image and what it holds.
  */
 export function bootableVmlinux(
   vmlinux: Buffer,
   arch: "x86_64" | "aarch64",
   image: string,
-): { name: string; bytes: Buffer } {
+): { name: string; bytes: Buffer; shim?: boolean } {
   if (arch === "x86_64") {
     let elf: ReturnType<typeof readElf>;
     try {
@@ -132,11 +145,14 @@ export function bootableVmlinux(
       throw new Error(`${image}: /boot/vmlinux: ${(err as Error).message}`);
     }
     if (elf.machine !== EM_X86_64) throw new Error(`${image}: /boot/vmlinux is not an x86_64 kernel`);
-    if (pvhEntry(vmlinux) === undefined)
+    if (pvhEntry(vmlinux) !== undefined) return { name: "vmlinux", bytes: vmlinux };
+    // No PVH note (before 5.0, or no CONFIG_PVH): Linux's 64-bit boot protocol, as Firecracker.
+    const refusal = pvhShimRefusal(vmlinux);
+    if (refusal)
       throw new Error(
-        `${image}: /boot/vmlinux has no PVH entry note (Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY): QEMU boots an uncompressed x86_64 kernel only through it (a kernel built with CONFIG_PVH=y)`,
+        `${image}: /boot/vmlinux has no PVH entry note and cannot be booted through its 64-bit entry: ${refusal}`,
       );
-    return { name: "vmlinux", bytes: vmlinux };
+    return { name: "vmlinux", bytes: vmlinux, shim: true };
   }
   try {
     return { name: "Image", bytes: arm64Image(vmlinux).bytes };
@@ -170,7 +186,8 @@ async function kernelFacts(img: ResolvedImage, opts: PullOptions): Promise<Kerne
   const known = await readFile(file, "utf8")
     .then((t) => JSON.parse(t) as KernelFacts)
     .catch(() => undefined);
-  if (known) return known;
+  // Facts written before x86Entry existed lack it for x86_64 Falco kernels: read the image again.
+  if (known && !(known.layout === "falco" && img.arch === "x86_64" && !known.x86Entry)) return known;
   const { layout } = await pullImage(img, opts);
   const tree = join(cacheRoot(), "oci", `unpack-${process.pid}-${img.digest.slice(7, 23)}`);
   await rm(tree, { recursive: true, force: true });
@@ -178,17 +195,18 @@ async function kernelFacts(img: ResolvedImage, opts: PullOptions): Promise<Kerne
     await unpackImage(layout, tree);
     const found = detectKernelLayout(await listTree(tree), img.image);
     let release: string | undefined;
+    let x86Entry: KernelFacts["x86Entry"];
     if (found.layout === "lvh") release = found.release;
     else {
-      const vmlinux = await readFile(join(tree, found.vmlinux));
-      // An arm64 kernel's banner is in its Image (compressed in a gzip'd one): checked here already.
-      release = kernelRelease(
-        img.arch === "aarch64" ? bootableVmlinux(vmlinux, img.arch, img.image).bytes : vmlinux,
-      );
+      // Checked here already, at resolution: a kernel QEMU cannot boot is refused before any build.
+      const kernel = bootableVmlinux(await readFile(join(tree, found.vmlinux)), img.arch, img.image);
+      // An arm64 kernel's banner is in its Image (compressed in a gzip'd one).
+      release = kernelRelease(kernel.bytes);
       if (!release) throw new Error(`${img.image}: /boot/vmlinux has no "Linux version" banner`);
+      if (img.arch === "x86_64") x86Entry = kernel.shim ? "shim" : "pvh";
     }
     if (!/^[\w.+~-]+$/.test(release)) throw new Error(`${img.image}: unusable kernel release "${release}"`);
-    const facts: KernelFacts = { layout: found.layout, release };
+    const facts: KernelFacts = { layout: found.layout, release, ...(x86Entry && { x86Entry }) };
     await mkdir(join(file, ".."), { recursive: true });
     await writeFile(`${file}.tmp-${process.pid}`, JSON.stringify(facts));
     await rename(`${file}.tmp-${process.pid}`, file);
