@@ -1,6 +1,7 @@
 /**
  * npm run bench:oci — machines from OCI images against the Debian machine they were made from
- * (debian-bookworm-6.1, x86_64): the test's fixture images (test/integration/oci-fixture.ts) are
+ * (debian-bookworm-6.1, x86_64): the test's fixture images (test/integration/oci-fixture.ts; falco-nopvh
+ * is Falco's layout with the PVH note taken out of its vmlinux, booted through kmatrix's shim) are
  * pushed to a registry on 127.0.0.1, then per machine, in a fresh cache for the OCI entries:
  *   pull      — skopeo copy into the cache (kernel and root disk images);
  *   image     — resolve + pull + unpack + kernel/initrd/root-disk entries, cold (pull included);
@@ -34,6 +35,7 @@ try {
     `registries: { "${registry.host}": { tlsVerify: false } }
 machines:
   - { name: falco-6.1, arch: x86_64, kernel: { source: oci, image: "${r}/falco-kernel:6.1-x86_64" }, rootfs: { source: oci, image: "${r}/root:systemd" } }
+  - { name: falco-nopvh, arch: x86_64, kernel: { source: oci, image: "${r}/falco-kernel:6.1-x86_64-nopvh" }, rootfs: { source: oci, image: "${r}/root:systemd" } }
   - { name: lvh-6.1, arch: x86_64, kernel: { source: oci, image: "${r}/lvh-kernel:6.1-main" }, rootfs: { source: oci, image: "${r}/root:plain" } }
   - { name: falco-debian-6.1, arch: x86_64, kernel: { source: oci, image: "${r}/falco-kernel:6.1-x86_64" }, rootfs: { source: debian, suite: bookworm } }
 `,
