@@ -345,6 +345,15 @@ class NetworkError extends Error {
   override name = "NetworkError";
 }
 
+/**
+ * A file a (cached) index names is gone from the archive: the security archive drops superseded
+ * versions soon after an update, so the resolution it came from is stale (images/index.ts then
+ * resolves once more, afresh).
+ */
+export class ArchiveFileGone extends Error {
+  override name = "ArchiveFileGone";
+}
+
 /** A DebPackage as caches store it (resolutions of kernels and busybox). */
 export const debPackageSchema = z.object({
   name: z.string(),
@@ -466,11 +475,11 @@ export class DebianArchive {
     await mkdir(dirname(dest), { recursive: true });
     const url = `${pkg.baseUrl}/${pkg.filename}`;
     const res = await get(url, what);
-    if (!res.ok || !res.body) {
-      // The security archive drops superseded versions soon after an update.
-      const hint = res.status === 404 ? " (the archive has moved on: resolve again with refresh)" : "";
-      throw new Error(`${what}: GET ${url}: HTTP ${res.status}${hint}`);
-    }
+    if (res.status === 404 || res.status === 410)
+      throw new ArchiveFileGone(
+        `${what}: GET ${url}: HTTP ${res.status} (the archive has moved on: resolve again with refresh)`,
+      );
+    if (!res.ok || !res.body) throw new Error(`${what}: GET ${url}: HTTP ${res.status}`);
     const tmp = tempName(dest);
     const hash = createHash("sha256");
     const mismatch = () =>

@@ -10,7 +10,7 @@ import { type DebianBase, resolveDebianBase } from "./busybox.js";
 import { buildOnce, cacheRoot, contentKey, readManifest } from "./cache.js";
 import { debianKernelSource } from "./debian/index.js";
 import { debianRootDiskSource } from "./debian/root-disk.js";
-import { DebianArchive, type DebPackage, debArchOf } from "./debian-archive.js";
+import { ArchiveFileGone, DebianArchive, type DebPackage, debArchOf } from "./debian-archive.js";
 import { BARE_INIT, STAGE2_INIT } from "./guest-init.js";
 import { BOOT_MODULES, buildBareInitrd, buildInitrd } from "./initrd.js";
 import { localKernelSource } from "./local/index.js";
@@ -208,7 +208,7 @@ export async function prepareImage(machine: Machine, opts: PrepareOptions): Prom
     return await prepareResolved(machine, opts);
   } catch (err) {
     // A cached resolution can name a file the archive has since dropped: resolve afresh, once.
-    if (opts.refresh || !/HTTP 404/.test(String(err))) throw err;
+    if (opts.refresh || !(err instanceof ArchiveFileGone)) throw err;
     opts.log?.(`${machine.id}: ${(err as Error).message}; resolving the kernel again`);
     return prepareResolved(machine, { ...opts, refresh: true });
   }
