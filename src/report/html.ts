@@ -188,7 +188,7 @@ export function renderIndexPage(run: LoadedRun, summary: Summary, diff?: RunDiff
       .filter((b) => b.arch === arch)
       .map(
         (b) =>
-          `<tr data-builder="${esc(b.builder)}"><th scope="row">${esc(b.builder)}</th><td>${esc(b.ranOn ? `${b.ranOn} (cross, for ${b.machineId})` : b.machineId)}</td><td>${esc(b.cached ? "cached" : (b.isolation ?? ""))}</td><td>${b.ok ? SYMBOL.pass : esc(`${b.fault === "code" ? SYMBOL.fail : SYMBOL.error} ${b.reason ?? ""}`)}</td></tr>`,
+          `<tr data-builder="${esc(b.builder)}"><th scope="row">${esc(b.builder)}</th><td>${esc(b.ranOn ? `${b.ranOn} (cross, for ${b.machineId})` : b.machineId)}</td><td${b.compilers ? ` title="${esc(b.compilers)}"` : ""}>${esc(b.cached ? "cached" : `${b.isolation ?? ""}${b.compilers ? ", host's cross compilers" : ""}`)}</td><td>${b.ok ? SYMBOL.pass : esc(`${b.fault === "code" ? SYMBOL.fail : SYMBOL.error} ${b.reason ?? ""}`)}</td></tr>`,
       )
       .join("\n");
     const builders = builderRows

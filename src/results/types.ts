@@ -74,6 +74,8 @@ export interface BuilderRecord {
   durationMs?: number;
   /** Where the command ran: a booted VM, or a container of the same image (no KVM; see guest/container.ts). */
   isolation?: "vm" | "container";
+  /** In a container of the other architecture: the host's cross compilers that stood in (images/cross). */
+  compilers?: string;
   artifacts: string[];
   /**
    * What the builder left in $KMATRIX_OUT that was not copied to the host (util/safe-extract.ts):

@@ -1,7 +1,7 @@
 import { lstat, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Arch, Machine } from "../config/types.js";
-import type { MachineImage } from "../images/index.js";
+import type { CrossToolchain, MachineImage } from "../images/index.js";
 import { judgeBuilder } from "../plan/cells.js";
 import type { BuilderSpec } from "../plan/schema.js";
 import type { BuilderRecord } from "../results/types.js";
@@ -58,6 +58,7 @@ export async function runBuilder(
   const workName = `${slot}-${b.name}`;
   let session: StepSession | undefined;
   let isolation: "vm" | "container" | undefined;
+  let toolchain: CrossToolchain | undefined;
   try {
     const image = await imageOf(e, machine);
     const cacheKey = await builderCacheKey(e, b, arch, machine, image, needed);
@@ -67,10 +68,12 @@ export async function runBuilder(
     isolation = b.needsKernel ? "vm" : await builderIsolation(e, machine, image);
     e.bus.emit({ type: "builder-started", builder: b.name, arch, machineId: slot, ranOn, isolation });
     if (isolation === "container") {
+      toolchain = await builderToolchain(e, machine, image, slot, b.name);
       session = await e.provider.container(
         machine,
         image,
         join(e.runDir, "builder", workName.replace("@", "_")),
+        toolchain,
       );
     } else {
       const booted = await bootOf(e, machine, image, {
@@ -94,7 +97,12 @@ export async function runBuilder(
     );
     e.bus.emit({ type: "step-ended", machineId: slot, step });
     const judged = judgeBuilder(b, evidence);
-    const facts = { outputTail: outputTail(evidence.result), isolation, durationMs: Date.now() - started };
+    const facts = {
+      outputTail: outputTail(evidence.result),
+      isolation,
+      durationMs: Date.now() - started,
+      ...(toolchain && { compilers: toolchain.describe }),
+    };
     if (!judged.ok)
       return finish({
         ...base,
@@ -155,6 +163,33 @@ export function builderMachine(
   // A builder's packages are Debian's: another distribution's image must bring what it needs.
   const packages = machine?.rootfs.source === "debian" ? b.packages : [];
   return machine && { ...machine, packages: [...machine.packages, ...packages] };
+}
+
+/**
+ * A builder's container on a machine of the other architecture gets the host's cross compilers
+ * of the machine's own compiler versions, as compile steps do (images/cross): its gcc then runs
+ * natively instead of under qemu-user (the falco plan's aarch64 libbpf and scap-open builders took
+ * 251 s and 335 s under qemu-user). Without one it runs the machine's own under qemu-user, and a
+ * notice says why. `--builders vm` keeps a builder away from both.
+ */
+async function builderToolchain(
+  e: Engine,
+  machine: Machine,
+  image: MachineImage,
+  slot: string,
+  builder: string,
+): Promise<CrossToolchain | undefined> {
+  if (machine.arch === hostArch()) return undefined;
+  const say = (line: string) => e.bus.emit({ type: "notice", machineId: slot, line });
+  const found = await e.provider
+    .crossToolchain(machine, image, (line) => e.bus.emit({ type: "image-progress", machineId: slot, line }))
+    .catch((err: unknown) => ({ unusable: `it could not be built: ${harnessReason(err)}` }));
+  if ("unusable" in found) {
+    say(`builder ${builder}: its compilers run under qemu-user: no cross toolchain, as ${found.unusable}`);
+    return undefined;
+  }
+  say(`builder ${builder}: ${found.describe}`);
+  return found;
 }
 
 /**

@@ -25,6 +25,7 @@ async function run(
     compileIn?: "auto" | "vm" | "sandbox";
     matrix?: string;
     jobs?: number;
+    builders?: "vm" | "container";
   } = {},
 ) {
   // Builders' artifacts are cached: every run gets its own cache unless a test shares one.
@@ -49,7 +50,7 @@ async function run(
     signal: new AbortController().signal,
     kept: new Map(kept.map((c) => [`${c.machineId}/${c.test}`, c])),
     keptBuilders: new Map(),
-    builders: "vm",
+    builders: opts.builders ?? "vm",
     rebuild: opts.rebuild,
     compileIn: opts.compileIn,
     provider,
@@ -438,6 +439,41 @@ describe("compile steps in a sandbox of the machine's image (fake machines)", ()
     expect(cross.cells.build).toMatchObject({ verdict: "pass", ranIn: "sandbox" });
     expect(cross.machine?.compilers).toBe("compilers run natively: fake-gcc");
     expect(cross.log.commands[1]).toContain("PATH=/opt/kmatrix/bin:/opt/kmatrix/cross/usr/kmatrix-bin:");
+  });
+
+  it("a builder's container of the other architecture gets the host's cross compilers when there are some", async () => {
+    const other = hostArch() === "x86_64" ? "aarch64" : "x86_64";
+    const matrix = `machines:\n  - { name: m, arch: ${other}, kernel: { source: debian, suite: bookworm } }\n`;
+    const plan = `builders:
+  - { name: b, machine: m, command: do-builder }
+tests:
+  - { name: t, command: do-test, uses: [b] }
+`;
+    const cross = await run(plan, { steps: {}, crossToolchain: true }, [], { matrix, builders: "container" });
+    expect(cross.log.containers).toEqual([`m@${other}: compilers run natively: fake-gcc`]);
+    expect(cross.builders.b).toMatchObject({
+      ok: true,
+      isolation: "container",
+      compilers: "compilers run natively: fake-gcc",
+    });
+    expect(cross.events).toContainEqual({
+      type: "notice",
+      machineId: `m@${other}`,
+      line: "builder b: compilers run natively: fake-gcc",
+    });
+    // None: its own compilers under qemu-user, as before, and a notice that says why.
+    const own = await run(plan, { steps: {} }, [], { matrix, builders: "container" });
+    expect(own.log.containers).toEqual([`m@${other}: own compilers`]);
+    expect(own.builders.b?.ok).toBe(true);
+    expect(own.builders.b?.compilers).toBeUndefined();
+    expect(own.events).toContainEqual({
+      type: "notice",
+      machineId: `m@${other}`,
+      line: "builder b: its compilers run under qemu-user: no cross toolchain, as the fake host has none",
+    });
+    // The host's own architecture needs none.
+    const native = await run(plan, { steps: {}, crossToolchain: true }, [], { builders: "container" });
+    expect(native.log.containers).toEqual(["m@x86_64: own compilers"]);
   });
 
   it("auto keeps compile steps in the VM when KVM works; --compile-in vm does so without KVM", async () => {

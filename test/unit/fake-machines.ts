@@ -46,6 +46,8 @@ export interface FakeLog {
   copies: string[];
   /** The full guest command of every step, in order (environment included). */
   commands: string[];
+  /** `<machine id>: <the cross toolchain's describe, or "own compilers">` per sandbox started. */
+  containers: string[];
 }
 
 const exec = (over: Partial<ExecResult> = {}): ExecResult => ({
@@ -61,7 +63,7 @@ const exec = (over: Partial<ExecResult> = {}): ExecResult => ({
 const window = (over: Partial<KernelWindow> = {}): KernelWindow => ({ ...emptyWindow(true), ...over });
 
 export function fakeMachines(script: FakeScript): { provider: MachineProvider; log: FakeLog } {
-  const log: FakeLog = { steps: [], boots: {}, stopped: 0, copies: [], commands: [] };
+  const log: FakeLog = { steps: [], boots: {}, stopped: 0, copies: [], commands: [], containers: [] };
   const calls = new Map<string, number>();
   const session = (label: string): SandboxSession & { troubleBetweenSteps(): string[] } => {
     let trouble: string[] = [];
@@ -123,7 +125,8 @@ export function fakeMachines(script: FakeScript): { provider: MachineProvider; l
       const booted: BootedMachine = { ...session(`${machine.id}#${n}`), usableMs: 1 };
       return { session: booted, accel: script.accel ?? "fake" };
     },
-    container: async (machine) => {
+    container: async (machine, _image, _workDir, toolchain) => {
+      log.containers.push(`${machine.id}: ${toolchain?.describe ?? "own compilers"}`);
       if (script.sandboxFails) throw new Error("fake sandbox: mount failed");
       return session(`${machine.id}#sandbox`);
     },
