@@ -171,6 +171,13 @@ describe("the builder sandbox", () => {
           .split("\n")
           .map((l) => l.trim()),
       ).toEqual(["183", "62", `${CROSS_BIN}/gcc`]);
+      // It links programs too (the cross libc's linker scripts point under the mount), against
+      // the machine's own libraries (zlib here), and they run (under qemu-user): what builders do.
+      const linked = await s.run(
+        `export PATH=${CROSS_BIN}:$PATH; printf '#include <zlib.h>\\n#include <stdio.h>\\nint main(void) { printf("%%s\\\\n", zlibVersion()); return 0; }\\n' > /tmp/z.c && gcc /tmp/z.c -o /tmp/z -lz && /tmp/z && od -An -tu2 -j18 -N2 /tmp/z`,
+      );
+      expect(linked.exitCode, linked.stderr).toBe(0);
+      expect(linked.stdout.trim().split(/\s+/)).toEqual([expect.stringMatching(/^1\.2\./), "183"]);
       const write = await s.run(`touch ${CROSS_BIN}/gcc`);
       expect(write.exitCode).not.toBe(0);
     } finally {

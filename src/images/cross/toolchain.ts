@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, readdir, readFile, readlink, symlink } from "node:fs/promises";
+import { link, lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { execa } from "execa";
 import type { Arch, ArchiveSettings, Machine } from "../../config/types.js";
@@ -55,7 +55,7 @@ interface ToolchainManifest {
 }
 
 interface ToolchainRecipe {
-  v: 1;
+  v: 2;
   suite: string;
   hostDebArch: DebArch;
   targetTriplet: string;
@@ -134,7 +134,7 @@ export async function planCrossToolchain(
   const { packages, pairs } = crossPackages(await installedInDisk(disk), machine.arch);
   if (!pairs.some((p) => p.machine.startsWith("gcc"))) return { unusable: "its root disk has no gcc" };
   const recipe: ToolchainRecipe = {
-    v: 1,
+    v: 2, // 2: the cross libc's linker scripts relocated too
     suite: machine.rootfs.suite,
     hostDebArch: debArchOf(opts.hostArch),
     targetTriplet: gnuTriplet(machine.arch),
@@ -197,7 +197,8 @@ export async function prepareCrossToolchain(
   const [first] = gcc;
   return {
     dir: join(dir, "tree"),
-    check: `echo 'int kmatrix;' | ${CROSS_BIN}/${recipe.targetTriplet}-${first?.machine ?? "gcc"} -x c -c -o /dev/null -`,
+    // Compiled, linked against the machine's libc and run (under qemu-user): what builders need.
+    check: `echo 'int main(void) { return 0; }' | ${CROSS_BIN}/${recipe.targetTriplet}-${first?.machine ?? "gcc"} -x c -o /tmp/kmatrix-cross-check - && /tmp/kmatrix-cross-check && rm /tmp/kmatrix-cross-check`,
     describe: `compilers run natively: ${gcc.map((p) => `${p.cross} ${crossInstalled.get(p.cross)}`).join(", ")} (the machine's ${gcc.map((p) => `${p.machine} ${p.machineVersion}`).join(", ")})`,
   };
 }
@@ -231,6 +232,17 @@ async function relocate(tree: string, triplet: string, hostTriplet: string): Pro
     ]);
   }
   if (!interpreter) throw new Error(`cross toolchain: no ${triplet} program in ${usrBin}`);
+
+  // The cross libc's linker scripts (libc.so: GROUP ( /usr/<triplet>/lib/libc.so.6 … )) name their
+  // libraries by absolute path, which in the sandbox is under the mount: a program would not link.
+  const sysrootLib = join(tree, "usr", triplet, "lib");
+  for (const name of await readdir(sysrootLib).catch(() => [] as string[])) {
+    const file = join(sysrootLib, name);
+    if (!name.endsWith(".so") || !(await lstat(file)).isFile()) continue;
+    const text = await readFile(file, "latin1");
+    if (!text.startsWith("/* GNU ld script")) continue;
+    await writeFile(file, text.replaceAll(` /usr/${triplet}/`, ` ${CROSS_MOUNT}/usr/${triplet}/`), "latin1");
+  }
 
   const bin = join(tree, "usr/kmatrix-bin");
   await mkdir(bin, { recursive: true });
