@@ -5,6 +5,7 @@ import type { BuilderRecord } from "../results/types.js";
 import { hostArch } from "../vm/accel.js";
 import {
   builderKey,
+  crossToolchainOf,
   type Engine,
   GUEST,
   guestCommand,
@@ -155,13 +156,7 @@ async function sandboxedTests(
   let toolchain: CrossToolchain | undefined;
   let noToolchain: string | undefined;
   if (foreign && root && (wanted.includes("sandbox") || !kvm)) {
-    const found = await e.provider
-      .crossToolchain(machine, image, (line) =>
-        e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
-      )
-      .catch((err: unknown) => ({
-        unusable: `its cross toolchain could not be built: ${harnessReason(err)}`,
-      }));
+    const found = await crossToolchainOf(e, machine, image);
     if ("unusable" in found) noToolchain = found.unusable;
     else toolchain = found;
   }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Arch, Machine, Matrix } from "../config/types.js";
 import { BootError, GuestFault } from "../guest/session.js";
 import type { ExecOptions } from "../guest/ssh.js";
-import { CROSS_BIN, type MachineImage } from "../images/index.js";
+import { CROSS_BIN, type CrossToolchain, type MachineImage, type NoCrossToolchain } from "../images/index.js";
 import type { Plan } from "../plan/load.js";
 import type { LocalSource } from "../plan/sources.js";
 import type { BuilderRecord, CellRecord } from "../results/types.js";
@@ -77,6 +77,23 @@ export async function imageOf(e: Engine, machine: Machine): Promise<MachineImage
   return e.provider.image(machine, (line) =>
     e.bus.emit({ type: "image-progress", machineId: machine.id, line }),
   );
+}
+
+/**
+ * The host's cross compilers for a machine of the other architecture (compile steps and builders),
+ * their build's progress on the event bus under `progressId`; a failed build is a reason, as none.
+ */
+export async function crossToolchainOf(
+  e: Engine,
+  machine: Machine,
+  image: MachineImage,
+  progressId = machine.id,
+): Promise<CrossToolchain | NoCrossToolchain> {
+  return e.provider
+    .crossToolchain(machine, image, (line) =>
+      e.bus.emit({ type: "image-progress", machineId: progressId, line }),
+    )
+    .catch((err: unknown) => ({ unusable: `its cross toolchain could not be built: ${harnessReason(err)}` }));
 }
 
 /** Boots a machine (test or builder), announcing it on the event bus; the console goes to the run's consoles/. */

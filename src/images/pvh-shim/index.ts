@@ -28,13 +28,17 @@ const PAGE = 4096;
 const LOWEST_SEGMENT = 0x200000n;
 const FOUR_GIB = 2n ** 32n;
 
-/** The shim's recipe: its sources and the compiler and linker that build it. */
-export async function pvhShimKey(): Promise<string> {
-  const sources = await Promise.all(SOURCE_FILES.map((f) => readFile(join(SOURCES, f), "utf8")));
-  const firstLine = (r: { stdout: string }) => r.stdout.split("\n")[0];
-  const gcc = firstLine(await execa("gcc", ["--version"]));
-  const ld = firstLine(await execa("ld", ["--version"]));
-  return contentKey({ sources, gcc, ld });
+let shimKey: Promise<string> | undefined;
+/** The shim's recipe: its sources and the compiler and linker that build it (read once per process). */
+export function pvhShimKey(): Promise<string> {
+  shimKey ??= (async () => {
+    const sources = await Promise.all(SOURCE_FILES.map((f) => readFile(join(SOURCES, f), "utf8")));
+    const firstLine = (r: { stdout: string }) => r.stdout.split("\n")[0];
+    const gcc = firstLine(await execa("gcc", ["--version"]));
+    const ld = firstLine(await execa("ld", ["--version"]));
+    return contentKey({ sources, gcc, ld });
+  })();
+  return shimKey;
 }
 
 /** Compiles and links the shim into `into/pvh-shim.elf` (32-bit code, linked at 1 MiB). */
